@@ -1,0 +1,45 @@
+# Two commands do all the set-up: `make run` and `make test`.
+SHELL := /bin/bash
+VENV    ?= .venv
+PYTHON  ?= python3
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+
+.PHONY: install run test test-fast lint format bench lock clean
+
+# Installs into .venv with the pinned constraints; reinstalls when they change.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: install  ## end-to-end pipeline on embedded defaults (DVC -> Ray Train -> MLflow)
+	$(VENV)/bin/unetflow run
+
+test: install  ## the whole suite, service-backed tests included
+	$(VENV)/bin/pytest
+
+test-fast: install  ## unit tests only
+	$(VENV)/bin/pytest -m "not slow and not integration"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: install  ## benchmarks print tables and write bench/results/
+	$(PY) bench/bench_models.py --quick
+	$(PY) bench/bench_augment.py --quick
+
+lock: install  ## re-pin constraints.txt from the current environment
+	$(PY) -m pip freeze --exclude-editable | sed 's/^torch==\([0-9.]*\)+cpu/torch==\1/' \
+	  | cat <(printf '# Pinned versions (pip install -c constraints.txt). Regenerate: make lock.\n') - > constraints.txt
+
+clean:
+	rm -rf .unetflow data/prepared

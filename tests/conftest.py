@@ -1,0 +1,59 @@
+"""Shared fixtures: tiny data sets and project folders, built on the fly."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+# Ray reads its auth mode at import: token auth on before any test imports ray.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+# No telemetry from the test Prefect server: it only adds SQLite lock contention.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_PARAMS = {
+    "data": {
+        "source": "synthetic",
+        "folder": None,
+        "spatial_dims": 2,
+        "synthetic": {"num_images": 40, "shape": [32, 32], "seed": 7},
+        "split": {"fractions": [0.6, 0.2, 0.2], "seed": 7},
+        "shard_size": 16,
+    }
+}
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path) -> Path:
+    """A fresh project folder with the repo's dvc.yaml and a tiny params.yaml (no git)."""
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    (root / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
+    return root
+
+
+@pytest.fixture(scope="session")
+def prepared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny prepared data set (manifest + shards), shared by the session."""
+    from unetflow.prepare import DataParams, prepare
+
+    out = tmp_path_factory.mktemp("prepared") / "prepared"
+    prepare(DataParams.model_validate(TINY_PARAMS["data"]), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray (2 CPUs, token auth, 127.0.0.1) shared by the session's Ray tests."""
+    import ray
+
+    os.environ.pop("RAY_ADDRESS", None)
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
+    yield
+    ray.shutdown()

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+
+from unet_core.engine import (
+    EarlyStoppingConfig,
+    Hooks,
+    OptimConfig,
+    SchedulerConfig,
+    Schedule,
+    TrainConfig,
+    Trainer,
+    build_optimizer,
+    capture_state,
+    fit,
+    load_checkpoint,
+    save_checkpoint,
+)
+from unet_core.losses import create_loss
+from unet_core.metrics import MetricAccumulator
+from unet_core.models import create_model
+
+
+def _data(n: int = 12, size: int = 16, seed: int = 0) -> TensorDataset:
+    g = torch.Generator().manual_seed(seed)
+    masks = (torch.rand(n, size, size, generator=g) > 0.6).long()
+    images = masks[:, None].float() * 2 - 1 + 0.3 * torch.randn(n, 1, size, size, generator=g)
+    return TensorDataset(images, masks)
+
+
+def _trainer(epochs: int, augment: bool = False, patience: int = 50) -> Trainer:
+    torch.manual_seed(0)
+    model = create_model("unet", base_channels=4, depth=2)
+    cfg = TrainConfig(
+        epochs=epochs, batch_size=4, early_stopping=EarlyStoppingConfig(patience=patience)
+    )
+    opt = build_optimizer(model, OptimConfig(lr=1e-2))
+    data = _data()
+    # Shuffling keyed on (seed, epoch), as in real runs, so a resumed run sees the same order.
+    sampler = DistributedSampler(data, num_replicas=1, rank=0)
+    train = DataLoader(data, batch_size=4, sampler=sampler)
+    val = DataLoader(_data(seed=1), batch_size=4)
+    aug = None
+    if augment:
+        from unet_core.augment import AugmentConfig, BatchAugmenter
+
+        aug = BatchAugmenter(AugmentConfig.from_strength(0.5), spatial_dims=2)
+    return Trainer(
+        model=model,
+        optimizer=opt,
+        schedule=Schedule(opt, SchedulerConfig(name="cosine", warmup_epochs=1), len(train), epochs),
+        loss_fn=create_loss("dice_bce"),
+        accumulator=MetricAccumulator(num_classes=1, mode="binary"),
+        train_loader=train,
+        val_loader=val,
+        cfg=cfg,
+        device=torch.device("cpu"),
+        augment=aug,
+        generator=torch.Generator().manual_seed(5),
+    )
+
+
+def test_fit_learns_and_reports_metrics() -> None:
+    trainer = _trainer(epochs=6)
+    result = fit(trainer)
+    first, last = result.history[0].metrics, result.history[-1].metrics
+    assert {"train_loss", "val_loss", "val_dice", "val_iou", "lr"} <= set(last)
+    assert last["train_loss"] < first["train_loss"]
+    assert result.best_metric == max(h.metrics["val_dice"] for h in result.history)
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_resume_after_epoch_k_matches_uninterrupted_run(tmp_path, augment: bool) -> None:
+    full = _trainer(epochs=4, augment=augment)
+    fit(full)
+
+    saved = {}
+    first = _trainer(epochs=4, augment=augment)
+    first.hooks = Hooks(on_epoch_end=lambda r, state: saved.setdefault(r.epoch, state))
+    first.cfg = first.cfg.model_copy(update={"epochs": 2})  # "killed" after epoch 2
+    fit(first)
+    path = save_checkpoint(saved[1], tmp_path / "ckpt.pt")
+
+    resumed = _trainer(epochs=4, augment=augment)
+    result = fit(resumed, resume=load_checkpoint(path))
+    assert [h.epoch for h in result.history] == [0, 1, 2, 3]
+    for (name, a), b in zip(
+        full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_early_stopping_stops_after_patience() -> None:
+    trainer = _trainer(epochs=30, patience=2)
+    trainer.optimizer.param_groups[0]["lr"] = 0.0  # nothing improves after epoch 0
+    trainer.schedule.base_lrs = [0.0, 0.0]
+    result = fit(trainer)
+    assert result.stopped_early
+    assert len(result.history) == 3
+
+
+def test_unknown_monitor_names_the_valid_metrics() -> None:
+    trainer = _trainer(epochs=1)
+    trainer.cfg = trainer.cfg.model_copy(
+        update={"early_stopping": EarlyStoppingConfig(monitor="val_dcie")}
+    )
+    with pytest.raises(KeyError, match="val_dice"):
+        fit(trainer)
+
+
+def test_checkpoint_loads_with_weights_only(tmp_path) -> None:
+    trainer = _trainer(epochs=1)
+    result = fit(trainer)
+    state = capture_state(trainer, 0, result, 0)
+    save_checkpoint(state, tmp_path / "checkpoint.pt")
+    loaded = load_checkpoint(tmp_path)  # a folder resolves to its checkpoint.pt
+    assert loaded["epoch"] == 0
+    assert not list(tmp_path.glob(".tmp-*")), "atomic save left a temp file"
+    torch.save({"evil": object()}, tmp_path / "pickled.pt")
+    with pytest.raises(Exception, match="[Ww]eights only"):
+        load_checkpoint(tmp_path / "pickled.pt")

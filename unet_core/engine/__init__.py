@@ -1,0 +1,43 @@
+"""Training engine: plain functions and small hooks, no orchestration imports."""
+
+from unet_core.engine.checkpoint import (
+    CHECKPOINT_FILE,
+    capture_state,
+    load_checkpoint,
+    restore_state,
+    save_checkpoint,
+    unwrap,
+)
+from unet_core.engine.config import EarlyStoppingConfig, OptimConfig, SchedulerConfig, TrainConfig
+from unet_core.engine.loop import (
+    EpochResult,
+    FitResult,
+    Hooks,
+    Trainer,
+    evaluate,
+    fit,
+    train_one_epoch,
+)
+from unet_core.engine.optim import Schedule, build_optimizer
+
+__all__ = [
+    "CHECKPOINT_FILE",
+    "EarlyStoppingConfig",
+    "EpochResult",
+    "FitResult",
+    "Hooks",
+    "OptimConfig",
+    "Schedule",
+    "SchedulerConfig",
+    "TrainConfig",
+    "Trainer",
+    "build_optimizer",
+    "capture_state",
+    "evaluate",
+    "fit",
+    "load_checkpoint",
+    "restore_state",
+    "save_checkpoint",
+    "train_one_epoch",
+    "unwrap",
+]

@@ -1,0 +1,84 @@
+"""Typed, validated configuration of the U-Net family.
+
+A `ModelConfig` is the single description of an architecture: presets in
+`unet_core.models.registry` are instances of it and every builder takes one. Invalid
+values fail with the list of valid ones (pydantic ``Literal``); invalid combinations
+fail at construction with a message that says what to change.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+BlockType = Literal["plain", "residual"]
+SkipType = Literal["concat", "nested"]
+UpsampleType = Literal["transpose", "interpolate"]
+NormType = Literal["batch", "instance", "group", "none"]
+ActivationType = Literal["relu", "leaky_relu", "gelu", "silu", "prelu", "elu"]
+
+
+class ModelConfig(BaseModel):
+    """Architecture of one U-Net variant.
+
+    Level ``i`` (0 = full resolution, ``depth`` = bottleneck) has ``channels[i]``
+    feature maps at ``1 / 2**i`` of the input size.
+
+    Example:
+        >>> ModelConfig(depth=3, base_channels=16).level_channels
+        (16, 32, 64, 128)
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    spatial_dims: Literal[2, 3] = 2  # 2 = images [B, C, H, W], 3 = volumes [B, C, D, H, W]
+    in_channels: int = Field(1, ge=1)  # input image channels
+    out_channels: int = Field(1, ge=1)  # logit channels (classes, or 1 for binary)
+    depth: int = Field(4, ge=1, le=6)  # number of 2x down-sampling steps
+    base_channels: int = Field(32, ge=1)  # feature maps at level 0
+    channel_multiplier: int = Field(2, ge=1)  # growth of feature maps per level
+    channels: tuple[int, ...] | None = None  # explicit per-level widths; wins over base/mult
+    block: BlockType = "plain"  # plain = two conv-norm-act; residual adds a shortcut
+    skip: SkipType = "concat"  # concat = U-Net skips; nested = U-Net++ dense skips
+    attention_gates: bool = False  # Oktay et al. additive gates on the skips (concat only)
+    deep_supervision: bool = False  # training forward returns a list (see package docstring)
+    upsample: UpsampleType = "transpose"  # learned 2x2 transposed conv or (bi|tri)linear + 1x1
+    norm: NormType = "batch"  # normalisation after every 3x3 conv of a block
+    norm_groups: int = Field(8, ge=1)  # groups of norm="group"; must divide every width
+    activation: ActivationType = "relu"  # non-linearity after every norm
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # dropout probability inside each block
+
+    @property
+    def level_channels(self) -> tuple[int, ...]:
+        """Feature maps per level, finest first (length ``depth + 1``)."""
+        if self.channels is not None:
+            return self.channels
+        return tuple(self.base_channels * self.channel_multiplier**i for i in range(self.depth + 1))
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> ModelConfig:
+        if self.channels is not None:
+            if len(self.channels) != self.depth + 1:
+                raise ValueError(
+                    f"channels has {len(self.channels)} entries but depth={self.depth} needs "
+                    f"{self.depth + 1} (one per level, finest first); set depth="
+                    f"{len(self.channels) - 1} or give {self.depth + 1} channel counts"
+                )
+            if any(c < 1 for c in self.channels):
+                raise ValueError(f"channels must all be >= 1, got {list(self.channels)}")
+        if self.norm == "group":
+            bad = [c for c in self.level_channels if c % self.norm_groups]
+            if bad:
+                raise ValueError(
+                    f"norm='group' with norm_groups={self.norm_groups} needs every level's "
+                    f"channel count divisible by {self.norm_groups}, but "
+                    f"{list(self.level_channels)} has {bad}; change base_channels/channels, "
+                    f"pick a norm_groups that divides them, or use norm='instance'"
+                )
+        if self.attention_gates and self.skip == "nested":
+            raise ValueError(
+                "attention_gates=True is only supported with skip='concat'; "
+                "set skip='concat' (Attention U-Net) or attention_gates=False (U-Net++)"
+            )
+        return self

@@ -1,0 +1,165 @@
+"""Ray Train glue: run the engine's `fit` on a data-parallel `TorchTrainer`.
+
+Rank 0 writes the checkpoint and logs epoch metrics; every rank reports, as Ray Train
+V2 requires. Rerunning with the same run name resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import ray.train.torch
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+
+from unet_core.engine import (
+    CHECKPOINT_FILE,
+    EpochResult,
+    Hooks,
+    fit,
+    load_checkpoint,
+    save_checkpoint,
+)
+from unetflow.builders import build_trainer
+from unetflow.config import ExperimentConfig
+from unetflow.storage import ray_storage
+
+
+@dataclass(frozen=True)
+class RayTrainOutcome:
+    """What the driver gets back from a Ray Train run."""
+
+    run_name: str
+    storage_path: str
+    best_checkpoint: ray.train.Checkpoint
+    best_metrics: dict[str, Any]
+    history: list[dict[str, Any]]
+
+
+def ensure_ray(num_cpus: int | None = None) -> None:
+    """Connect to `RAY_ADDRESS`, or start a local Ray bound to 127.0.0.1 with token auth."""
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=True,
+    )
+
+
+def _epoch_hook(cfg: ExperimentConfig, rank: int, tracking: dict[str, str] | None) -> Hooks:
+    logger = None
+    if rank == 0 and tracking:
+        from unetflow.tracking import EpochLogger
+
+        logger = EpochLogger(tracking["uri"], tracking["run_id"])
+
+    def on_epoch_end(result: EpochResult, state: dict) -> None:
+        metrics = {**result.metrics, "epoch": result.epoch, "is_best": int(result.improved)}
+        if rank != 0:
+            ray.train.report(metrics, checkpoint=None)
+            return
+        if logger is not None:
+            logger.log(result.metrics, step=result.epoch)
+        _print_progress(cfg, result)
+        with tempfile.TemporaryDirectory() as tmp:
+            save_checkpoint({**state, "config": cfg.model_dump_json()}, Path(tmp) / CHECKPOINT_FILE)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+    return Hooks(on_epoch_end=on_epoch_end)
+
+
+def _print_progress(cfg: ExperimentConfig, result: EpochResult) -> None:
+    m = result.metrics
+    print(
+        f"epoch {result.epoch + 1}/{cfg.train.epochs} "
+        f"train_loss={m['train_loss']:.4f} val_loss={m.get('val_loss', float('nan')):.4f} "
+        f"val_dice={m['val_dice']:.4f} val_iou={m['val_iou']:.4f} "
+        f"({result.seconds:.1f}s{', best' if result.improved else ''})",
+        flush=True,
+    )
+
+
+def train_worker(payload: dict[str, Any]) -> None:
+    """The per-worker training function (runs inside each Ray Train worker)."""
+    cfg = ExperimentConfig.model_validate_json(payload["config"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    trainer = build_trainer(cfg, Path(payload["data_dir"]), device, rank, world)
+    trainer.model = ray.train.torch.prepare_model(trainer.model)
+    trainer.hooks = _epoch_hook(cfg, rank, payload.get("tracking"))
+    resume = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as ckpt_dir:
+            resume = load_checkpoint(Path(ckpt_dir) / CHECKPOINT_FILE, map_location=device)
+        if rank == 0:
+            print(f"resuming after epoch {resume['epoch'] + 1} from {checkpoint.path}", flush=True)
+    fit(trainer, resume)
+
+
+def fit_with_ray(
+    cfg: ExperimentConfig,
+    data_dir: Path,
+    run_name: str,
+    storage_path: str,
+    tracking: dict[str, str] | None = None,
+) -> RayTrainOutcome:
+    """Train `cfg` on a `TorchTrainer`; returns the best checkpoint and per-epoch history.
+
+    Args:
+        run_name: deterministic name; rerunning with it resumes from the latest checkpoint.
+        tracking: {"uri", "run_id"} of the MLflow run that rank 0 logs epoch metrics to.
+    """
+    scaling = cfg.scaling
+    ensure_ray(num_cpus=None if os.environ.get("RAY_ADDRESS") else max(2, os.cpu_count() or 2))
+    resources = {"CPU": scaling.cpus_per_worker, **scaling.resources_per_worker}
+    if scaling.use_gpu:
+        resources["GPU"] = scaling.gpus_per_worker
+    path, filesystem = ray_storage(storage_path)
+    monitor = cfg.train.early_stopping
+    trainer = ray.train.torch.TorchTrainer(
+        train_worker,
+        train_loop_config={
+            "config": cfg.model_dump_json(),
+            "data_dir": str(data_dir),
+            "tracking": tracking,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=scaling.num_workers,
+            use_gpu=scaling.use_gpu,
+            resources_per_worker=resources,
+            placement_strategy=scaling.placement_strategy,
+        ),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=path,
+            storage_filesystem=filesystem,
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=cfg.checkpoint.num_to_keep,
+                checkpoint_score_attribute=monitor.monitor,
+                checkpoint_score_order=monitor.mode,
+            ),
+            failure_config=FailureConfig(max_failures=cfg.checkpoint.max_failures),
+        ),
+    )
+    result = trainer.fit()
+    best = result.get_best_checkpoint(metric=monitor.monitor, mode=monitor.mode)
+    if best is None:
+        raise RuntimeError(f"Ray run {run_name} reported no checkpoint; see its logs in {path}")
+    best_metrics = next(m for c, m in result.best_checkpoints if c.path == best.path)
+    history = (
+        result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
+    )
+    return RayTrainOutcome(run_name, storage_path, best, best_metrics, history)

@@ -1,0 +1,114 @@
+"""One tracked training run: Ray Train fit -> test evaluation -> MLflow model + registry.
+
+Called by the Prefect flows and the CLI; knows nothing about Prefect.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import mlflow
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from unet_core.data import PreparedDataset, read_manifest
+from unet_core.engine import CHECKPOINT_FILE, evaluate, load_checkpoint
+from unet_core.models import create_model
+from unet_core.package import InferenceSpec, save_package
+from unetflow import tracking
+from unetflow.builders import make_accumulator
+from unetflow.config import ExperimentConfig, flatten
+from unetflow.ray_train import fit_with_ray
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    run_id: str
+    experiment_id: str
+    model_uri: str
+    registered_name: str
+    version: str
+    became_champion: bool
+    test_metrics: dict[str, float]
+    best_val: dict[str, float]
+    ray_run_name: str
+    storage_path: str
+    lineage: dict[str, str] = field(default_factory=dict)
+
+
+def run_name(cfg: ExperimentConfig, data_version: str) -> str:
+    """Deterministic: the same config on the same data resumes the same Ray run."""
+    return f"{cfg.name}-{cfg.fingerprint(data_version)}"
+
+
+def storage_path(cfg: ExperimentConfig, project_dir: Path) -> str:
+    return cfg.checkpoint.storage_path or str(project_dir.resolve() / ".unetflow" / "ray_results")
+
+
+def evaluate_split(
+    cfg: ExperimentConfig, weights: dict, data_dir: Path, split: str = "test"
+) -> dict[str, float]:
+    """Global metrics of `weights` on one split, in this process."""
+    model = create_model(cfg.model)
+    model.load_state_dict(weights)
+    loader = DataLoader(PreparedDataset(data_dir, split), batch_size=cfg.train.batch_size)
+    return evaluate(
+        model, loader, make_accumulator(cfg), device=torch.device("cpu"), prefix=f"{split}_"
+    )
+
+
+def _package(cfg: ExperimentConfig, weights: dict, data_dir: Path, out: Path) -> Path:
+    manifest = read_manifest(data_dir)
+    spec = InferenceSpec(mean=manifest.mean, std=manifest.std, mode=cfg.loss.mode)
+    return save_package(out / "model.pt", weights, cfg.model, spec)
+
+
+def _input_example(data_dir: Path) -> torch.Tensor:
+    # Raw intensities, as a user would send them: the pyfunc model normalises itself.
+    images, _ = PreparedDataset(data_dir, "test", normalize=False)[0]
+    return images[None].numpy()
+
+
+def train_and_register(
+    cfg: ExperimentConfig, project_dir: Path, data_version: str, lineage: dict[str, str | None]
+) -> TrainReport:
+    """Train with Ray, evaluate the best checkpoint on the test split, log and register."""
+    project_dir = project_dir.resolve()
+    data_dir = project_dir / cfg.data.path
+    mlflow.set_tracking_uri(tracking.tracking_uri(project_dir))
+    experiment_id = tracking.ensure_experiment(cfg.tracking.experiment, project_dir)
+    name, storage = run_name(cfg, data_version), storage_path(cfg, project_dir)
+    tags = tracking.lineage_tags(
+        {**lineage, **tracking.git_state(project_dir), "data_version": data_version,
+         "ray_run_name": name, "ray_storage_path": storage}
+    )  # fmt: skip
+    with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags) as run:
+        mlflow.log_params(flatten(cfg))
+        mlflow.log_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), "config.yaml")
+        outcome = fit_with_ray(
+            cfg, data_dir, name, storage,
+            tracking={"uri": mlflow.get_tracking_uri(), "run_id": run.info.run_id},
+        )  # fmt: skip
+        with outcome.best_checkpoint.as_directory() as ckpt_dir:
+            weights = load_checkpoint(Path(ckpt_dir) / CHECKPOINT_FILE)["model"]
+        test_metrics = evaluate_split(cfg, weights, data_dir, "test")
+        mlflow.log_metrics(test_metrics)
+        mlflow.log_metric("best_epoch", float(outcome.best_metrics.get("epoch", -1)))
+        with tempfile.TemporaryDirectory() as tmp:
+            package = _package(cfg, weights, data_dir, Path(tmp))
+            model_uri = tracking.log_model(
+                package, _input_example(data_dir), cfg.model.in_channels, cfg.model.spatial_dims
+            )
+        reg = tracking.register(
+            model_uri, cfg.tracking.registered_model, cfg.tracking.champion_alias, tags
+        )
+    best_val = {k: float(v) for k, v in outcome.best_metrics.items() if k.startswith("val_")}
+    return TrainReport(
+        run_id=run.info.run_id, experiment_id=experiment_id, model_uri=model_uri,
+        registered_name=reg.name, version=reg.version, became_champion=reg.became_champion,
+        test_metrics=test_metrics, best_val=best_val, ray_run_name=name,
+        storage_path=storage, lineage=tags,
+    )  # fmt: skip
