@@ -51,7 +51,9 @@ def ensure_ray(num_cpus: int | None = None) -> None:
         return
     ray.init(
         num_cpus=num_cpus,
-        include_dashboard=False,
+        # The dashboard serves the state API that Ray Train's clean-up relies on.
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
         _node_ip_address="127.0.0.1",
         log_to_driver=True,
     )

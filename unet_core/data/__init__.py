@@ -1,0 +1,65 @@
+"""Data sets for U-Net training: folders, synthetic data, the prepared shard format.
+
+- Folders: `scan_folder` + `load_pair` (png/tif/npy in 2D, nii/nii.gz/tif/npy in 3D);
+  `FolderDataset` wraps them.
+- Synthetic: `generate_synthetic(n, shape, seed, **knobs)`, textured blobs, 2D and 3D.
+- Prepared: `split_indices` -> `write_prepared` (shards + manifest with checksums and
+  train normalisation stats) -> `read_manifest`, `load_split`, `PreparedDataset`.
+- Patches: `PatchDataset` crops fixed-size patches with foreground oversampling.
+
+Bad input raises `DataError` (a `ValueError`) with a one-line message naming the file.
+"""
+
+from __future__ import annotations
+
+from unet_core.data.datasets import FolderDataset, PatchDataset, PreparedDataset
+from unet_core.data.errors import DataError
+from unet_core.data.folder import (
+    EXTENSIONS,
+    READERS,
+    Sample,
+    check_image,
+    check_mask,
+    load_pair,
+    read_array,
+    scan_folder,
+)
+from unet_core.data.prepared import (
+    Manifest,
+    Shard,
+    load_split,
+    load_split_with_stems,
+    normalize,
+    read_manifest,
+    verify_shards,
+    write_prepared,
+)
+from unet_core.data.split import SPLIT_NAMES, split_indices
+from unet_core.data.synthetic import SyntheticConfig, generate_synthetic
+
+__all__ = [
+    "EXTENSIONS",
+    "READERS",
+    "SPLIT_NAMES",
+    "DataError",
+    "FolderDataset",
+    "Manifest",
+    "PatchDataset",
+    "PreparedDataset",
+    "Sample",
+    "Shard",
+    "SyntheticConfig",
+    "check_image",
+    "check_mask",
+    "generate_synthetic",
+    "load_pair",
+    "load_split",
+    "load_split_with_stems",
+    "normalize",
+    "read_array",
+    "read_manifest",
+    "scan_folder",
+    "split_indices",
+    "verify_shards",
+    "write_prepared",
+]
