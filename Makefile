@@ -5,7 +5,8 @@ PYTHON  ?= python3
 PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint format bench lock clean
+# GPU tests are deselected here rather than skipped: they run on a GPU machine.
+.PHONY: install run test test-gpu test-fast lint format bench lock clean
 
 # Installs into .venv with the pinned constraints; reinstalls when they change.
 $(STAMP): pyproject.toml constraints.txt
@@ -19,11 +20,14 @@ install: $(STAMP)
 run: install  ## end-to-end pipeline on embedded defaults (DVC -> Ray Train -> MLflow)
 	$(VENV)/bin/unetflow run
 
-test: install  ## the whole suite, service-backed tests included
-	$(VENV)/bin/pytest
+test: install  ## the whole suite, service-backed tests included (GPU tests: make test-gpu)
+	$(VENV)/bin/pytest -m "not gpu"
+
+test-gpu: install  ## CUDA paths (AMP, NCCL); run on a GPU machine
+	$(VENV)/bin/pytest -m gpu
 
 test-fast: install  ## unit tests only
-	$(VENV)/bin/pytest -m "not slow and not integration"
+	$(VENV)/bin/pytest -m "not slow and not integration and not gpu"
 
 lint: install
 	$(VENV)/bin/ruff check .

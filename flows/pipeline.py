@@ -1,64 +1,106 @@
-"""Prefect flows. Thin on purpose: parse parameters, call library functions, retry I/O."""
+"""Prefect flows. Thin on purpose: typed parameters in, library calls, artifacts out.
+
+data_prep             DVC stages -> data version (push to the remote)
+train                 data version -> Ray Train -> MLflow model version
+tune                  Ray Tune search -> best config, Pareto front
+evaluate_and_promote  candidate vs champion on the frozen test split
+pipeline              data_prep -> [tune] -> train -> evaluate_and_promote
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from prefect import flow, task
-from prefect.artifacts import create_markdown_artifact
-from prefect.runtime import deployment, flow_run
 
-from unetflow import dvc_data
+from flows import artifacts
+from flows.params import DataPrepParams, PipelineParams, PromoteParams, TrainParams, TuneParams
+from flows.tasks import IO_BACKOFF, IO_RETRIES, push_data, reproduce_data, train_model
 from unetflow.config import ExperimentConfig
-from unetflow.training import TrainReport, train_and_register
 
 
-DEFAULT_CONFIG = ExperimentConfig()
-
-
-@task(retries=2, retry_delay_seconds=[5, 30], name="prepare-data")
-def prepare_data(project_dir: str) -> str:
-    """DVC: init what is missing, reproduce the data stages, push; returns the data version."""
-    root = Path(project_dir)
-    dvc_data.ensure_repo(root)
-    dvc_data.reproduce(root)
-    dvc_data.push(root)
-    version = dvc_data.data_version(root)
+@flow(name="data_prep", log_prints=True)
+def data_prep(params: DataPrepParams = DataPrepParams()) -> str:
+    """Reproduce the DVC data stages (a no-op when nothing changed) and push."""
+    version = reproduce_data(params.project_dir)
+    if params.push:
+        push_data(params.project_dir)
+    artifacts.data_summary(version)
     print(f"data version {version}")
     return version
 
 
-@task(name="train-and-register")
-def train(config: ExperimentConfig, project_dir: str, data_version: str) -> TrainReport:
-    lineage = {
-        "prefect_flow_run_id": flow_run.get_id(),
-        "prefect_deployment": deployment.get_name(),
-    }
-    return train_and_register(config, Path(project_dir), data_version, lineage)
+@flow(name="train", log_prints=True)
+def train(params: TrainParams = TrainParams()) -> dict:
+    """Train one config on the current data version and register the model."""
+    version = reproduce_data(params.project_dir)
+    report = train_model(params.config, params.project_dir, version)
+    artifacts.train_summary(report, version)
+    return {"data_version": version, **report.__dict__}
 
 
-def summary_markdown(report: TrainReport, data_version: str) -> str:
-    m = report.test_metrics
-    return (
-        f"# unetflow run\n\n"
-        f"| item | value |\n|---|---|\n"
-        f"| data version | `{data_version}` |\n"
-        f"| test Dice | {m.get('test_dice', float('nan')):.4f} |\n"
-        f"| test IoU | {m.get('test_iou', float('nan')):.4f} |\n"
-        f"| MLflow run | `{report.run_id}` |\n"
-        f"| model | `models:/{report.registered_name}/{report.version}` |\n"
-        f"| champion | {'yes (first version)' if report.became_champion else 'unchanged'} |\n"
-        f"| Ray run | `{report.ray_run_name}` in `{report.storage_path}` |\n"
+@task(name="evaluate-and-promote", retries=IO_RETRIES, retry_delay_seconds=IO_BACKOFF)
+def _promote(params: PromoteParams):
+    from unetflow.promotion import evaluate_and_promote as decide
+
+    return decide(
+        model_name=params.model_name,
+        candidate_version=params.candidate_version,
+        project_dir=Path(params.project_dir),
+        margin=params.margin,
+        min_dice=params.min_dice,
     )
 
 
+@flow(name="evaluate_and_promote", log_prints=True)
+def evaluate_and_promote(params: PromoteParams = PromoteParams()) -> dict:
+    """Promote the candidate only if its paired Dice gain is credibly above the margin."""
+    decision = _promote(params)
+    artifacts.markdown("promotion", decision.markdown(), "candidate vs champion on the test split")
+    print(decision.summary())
+    return decision.as_dict()
+
+
+@task(name="search")
+def _search(params: TuneParams):
+    from tune import run_search
+
+    return run_search(
+        space=params.space,
+        project_dir=Path(params.project_dir),
+        num_samples=params.num_samples,
+        search_alg=params.search_alg,
+        scheduler=params.scheduler,
+        name=params.name,
+        smoke_test=params.smoke_test,
+    )
+
+
+@flow(name="tune", log_prints=True)
+def tune(params: TuneParams = TuneParams()) -> dict:
+    """Search, log every trial to MLflow; returns the best config and the Pareto front."""
+    result = _search(params)
+    artifacts.table("search-results", result.table(), f"trials of search {params.name}")
+    artifacts.table("pareto-front", result.pareto_table(), "Dice vs cost, non-dominated trials")
+    return {"best_config": result.best_config.model_dump(mode="json"), "name": params.name}
+
+
 @flow(name="pipeline", log_prints=True)
-def pipeline(config: ExperimentConfig = DEFAULT_CONFIG, project_dir: str = ".") -> dict:
-    """Data prep (DVC) -> Ray Train training -> MLflow model registry."""
-    data_version = prepare_data(project_dir)
-    report = train(config, project_dir, data_version)
-    create_markdown_artifact(
-        key="pipeline-summary", markdown=summary_markdown(report, data_version),
-        description="data version, test metrics and registered model of this run",
-    )  # fmt: skip
-    return {"data_version": data_version, **report.__dict__}
+def pipeline(params: PipelineParams = PipelineParams()) -> dict:
+    """data_prep -> optional tune -> train the (best) config -> evaluate_and_promote."""
+    version = data_prep(DataPrepParams(project_dir=params.project_dir))
+    config: ExperimentConfig = params.config
+    if params.tune is not None:
+        config = ExperimentConfig.model_validate(tune(params.tune)["best_config"])
+    report = train_model(config, params.project_dir, version)
+    artifacts.train_summary(report, version)
+    result = {"data_version": version, **report.__dict__}
+    if params.promote and not report.became_champion:
+        promote = PromoteParams(
+            project_dir=params.project_dir,
+            model_name=report.registered_name,
+            candidate_version=report.version,
+            margin=params.margin,
+        )
+        result["promotion"] = evaluate_and_promote(promote)
+    return result

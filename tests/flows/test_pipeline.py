@@ -38,11 +38,12 @@ def embedded_tracking(monkeypatch):
 def test_pipeline_runs_end_to_end(
     project_dir: Path, prefect_harness, ray_local, embedded_tracking
 ) -> None:
+    from flows.params import PipelineParams
     from flows.pipeline import pipeline
     from unetflow import dvc_data
 
     cfg = parse_config(TINY)
-    result = pipeline(config=cfg, project_dir=str(project_dir))
+    result = pipeline(PipelineParams(config=cfg, project_dir=str(project_dir), promote=False))
 
     assert result["data_version"] == dvc_data.data_version(project_dir)
     assert result["became_champion"] and result["version"] == "1"
@@ -67,6 +68,12 @@ def test_pipeline_runs_end_to_end(
     assert masks.shape == (3, 40, 36) and set(np.unique(masks)) <= {0, 1}
 
     # A second run with another config registers version 2 and leaves the champion alone.
-    again = pipeline(config=parse_config({**TINY, "name": "tiny2"}), project_dir=str(project_dir))
+    again = pipeline(
+        PipelineParams(
+            config=parse_config({**TINY, "name": "tiny2"}),
+            project_dir=str(project_dir),
+            promote=False,
+        )
+    )
     assert again["version"] == "2" and not again["became_champion"]
     assert str(client.get_model_version_by_alias("unet-seg", "champion").version) == "1"

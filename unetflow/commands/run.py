@@ -13,7 +13,7 @@ from unetflow.commands.common import add_config_args, config_from_args
 
 def _print_result(result: dict, project_dir: Path) -> None:
     metrics = result["test_metrics"]
-    print("\n=== unetflow run finished ===")
+    print("\n=== unetflow finished ===")
     print(f"data version:   {result['data_version']} (DVC, {project_dir / 'dvc.lock'})")
     print(f"test Dice/IoU:  {metrics['test_dice']:.4f} / {metrics['test_iou']:.4f}")
     print(f"MLflow run:     {result['run_id']}")
@@ -28,13 +28,26 @@ def _print_result(result: dict, project_dir: Path) -> None:
     )
 
 
+def _flows():
+    # Prefect's import is slow: only when a flow runs. No usage telemetry by default.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows import params, pipeline
+
+    return params, pipeline
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
-    # Prefect's import is slow: only when needed. No usage telemetry by default.
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.pipeline import pipeline
+    params, flows = _flows()
+    result = flows.pipeline(params.PipelineParams(project_dir=str(args.project_dir), config=cfg))
+    _print_result(result, args.project_dir)
+    return 0
 
-    result = pipeline(config=cfg, project_dir=str(args.project_dir))
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    params, flows = _flows()
+    result = flows.train(params.TrainParams(project_dir=str(args.project_dir), config=cfg))
     _print_result(result, args.project_dir)
     return 0
 
@@ -49,9 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="the end-to-end pipeline: DVC data -> Ray Train -> MLflow")
     add_config_args(run)
     run.set_defaults(func=cmd_run)
-    train = sub.add_parser("train", help="train one config (same pipeline; data stage cached)")
+    train = sub.add_parser("train", help="train one config on the current data version")
     add_config_args(train)
-    train.set_defaults(func=cmd_run)
+    train.set_defaults(func=cmd_train)
     validate = sub.add_parser("validate", help="check a config and print it fully resolved")
     add_config_args(validate)
     validate.set_defaults(func=cmd_validate)

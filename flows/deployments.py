@@ -1,0 +1,90 @@
+"""Deployments of every flow: on a process work pool (`unetflow deploy`, then a worker
+runs them), or served by this process (`unetflow serve`) for a local set-up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import UUID
+
+from prefect import Flow, serve
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.exceptions import ObjectAlreadyExists
+
+from unetflow.commands.deploy import DEFAULT_POOL
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    flow: str  # flow function name in flows/pipeline.py
+    name: str  # deployment name: runs are "<flow>/<name>"
+    cron: str | None  # schedule (UTC); None: run on demand only
+    description: str
+
+
+DEPLOYMENTS = (
+    DeploymentSpec("pipeline", "nightly", "0 2 * * *", "data -> train -> promote, every night"),
+    DeploymentSpec("tune", "weekly", "0 3 * * 0", "architecture/hyperparameter search, weekly"),
+    DeploymentSpec("data_prep", "on-demand", None, "reproduce and push the DVC data stages"),
+    DeploymentSpec("train", "on-demand", None, "train one config and register the model"),
+    DeploymentSpec("evaluate_and_promote", "on-demand", None, "gated promotion to champion"),
+)
+
+
+def _load(spec: DeploymentSpec) -> Flow:
+    from flows import pipeline
+
+    return getattr(pipeline, spec.flow)
+
+
+def _parameters(project_dir: Path) -> dict:
+    # Every flow takes one typed `params` model; only the project folder is pinned here,
+    # the rest keeps the model's defaults and can be changed per run in the UI.
+    return {"params": {"project_dir": str(project_dir.resolve())}}
+
+
+def ensure_work_pool(name: str) -> None:
+    """Create a process work pool `name` unless it exists."""
+    with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
+        client.create_work_pool(WorkPoolCreate(name=name, type="process"))
+
+
+def deploy_all(project_dir: Path, pool: str = DEFAULT_POOL) -> list[UUID]:
+    """Register every deployment on the Prefect server named by PREFECT_API_URL."""
+    ensure_work_pool(pool)
+    ids = []
+    for spec in DEPLOYMENTS:
+        source = Flow.from_source(
+            source=str(REPO_ROOT), entrypoint=f"flows/pipeline.py:{spec.flow}"
+        )
+        deployment = source.to_deployment(
+            name=spec.name, cron=spec.cron, parameters=_parameters(project_dir),
+            description=spec.description, tags=["unetflow"], work_pool_name=pool,
+        )  # fmt: skip
+        # RunnerDeployment.apply, not Flow.deploy: the latter lists the pool's workers
+        # with a request that prefect 3.8's own server rejects (422, limit=None).
+        ids.append(deployment.apply(work_pool_name=pool))
+        print(
+            f"deployed {spec.flow}/{spec.name}" + (f" (cron {spec.cron} UTC)" if spec.cron else "")
+        )
+    return ids
+
+
+def serve_all(project_dir: Path) -> None:
+    """Serve every deployment from this process until interrupted."""
+    deployments = [
+        _load(spec).to_deployment(
+            name=spec.name,
+            cron=spec.cron,
+            parameters=_parameters(project_dir),
+            description=spec.description,
+            tags=["unetflow"],
+        )
+        for spec in DEPLOYMENTS
+    ]
+    serve(*deployments)

@@ -1,0 +1,51 @@
+"""Typed flow parameters: the Prefect UI renders each as a form with defaults and checks."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from unetflow.config import ExperimentConfig
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataPrepParams(_Params):
+    project_dir: str = Field(".", description="folder holding dvc.yaml and params.yaml")
+    push: bool = Field(True, description="upload the prepared data to the DVC remote")
+
+
+class TrainParams(_Params):
+    project_dir: str = Field(".", description="folder holding dvc.yaml and the prepared data")
+    config: ExperimentConfig = Field(default_factory=ExperimentConfig)
+
+
+class PromoteParams(_Params):
+    project_dir: str = "."
+    model_name: str = Field("unet-seg", description="registered MLflow model")
+    candidate_version: str | None = Field(
+        None, description="version to evaluate; None: the newest version"
+    )
+    margin: float = Field(0.0, description="required lower bound of the paired Dice gain")
+    min_dice: float = Field(0.5, ge=0, le=1, description="absolute gate for a first champion")
+
+
+class TuneParams(_Params):
+    project_dir: str = "."
+    space: str = Field("tune/spaces/hpo.yaml", description="search space YAML")
+    num_samples: int = Field(8, ge=1)
+    search_alg: str = Field("random", description="random | grid | optuna | hyperopt | bohb")
+    scheduler: str = Field("asha", description="asha | pbt | fifo")
+    name: str = Field("search", description="search name; rerun with the same name resumes")
+    smoke_test: bool = Field(False, description="tiny data, one epoch (CI)")
+
+
+class PipelineParams(_Params):
+    project_dir: str = "."
+    config: ExperimentConfig = Field(default_factory=ExperimentConfig)
+    tune: TuneParams | None = Field(
+        None, description="run a search first and train its best config"
+    )
+    promote: bool = Field(True, description="evaluate the new version against the champion")
+    margin: float = 0.0

@@ -1,0 +1,55 @@
+"""Prefect tasks: each wraps one library call. I/O tasks retry with backoff."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from prefect import task
+from prefect.context import TaskRunContext
+from prefect.runtime import deployment, flow_run
+
+from unetflow import dvc_data, tracking
+from unetflow.config import ExperimentConfig
+from unetflow.training import TrainReport, train_and_register
+
+IO_RETRIES = 3
+IO_BACKOFF = [5, 20, 60]  # seconds before retry 1, 2, 3
+
+
+@task(name="dvc-reproduce", retries=1, retry_delay_seconds=5)
+def reproduce_data(project_dir: str) -> str:
+    """Init DVC where missing, run the stages that changed; returns the data version."""
+    root = Path(project_dir)
+    dvc_data.ensure_repo(root)
+    dvc_data.reproduce(root)
+    return dvc_data.data_version(root)
+
+
+@task(name="dvc-push", retries=IO_RETRIES, retry_delay_seconds=IO_BACKOFF)
+def push_data(project_dir: str) -> None:
+    dvc_data.push(Path(project_dir))
+
+
+def _train_cache_key(context: TaskRunContext, parameters: dict) -> str:
+    # Same config, same data, same project and tracking store: the same model.
+    config: ExperimentConfig = parameters["config"]
+    root = Path(parameters["project_dir"]).resolve()
+    parts = [
+        config.model_dump_json(),
+        parameters["data_version"],
+        str(root),
+        tracking.tracking_uri(root),
+    ]
+    return "train-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+
+
+@task(name="train-and-register", cache_key_fn=_train_cache_key, persist_result=True)
+def train_model(config: ExperimentConfig, project_dir: str, data_version: str) -> TrainReport:
+    """Ray Train -> test evaluation -> MLflow model version. A rerun with the same inputs
+    is a cache hit; a rerun after a failure resumes the Ray run from its checkpoint."""
+    lineage = {
+        "prefect_flow_run_id": flow_run.get_id(),
+        "prefect_deployment": deployment.get_name(),
+    }
+    return train_and_register(config, Path(project_dir), data_version, lineage)

@@ -1,0 +1,133 @@
+"""Deployments against a real `prefect server` (PostgreSQL backend) and a real worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from prefect.client.schemas.sorting import DeploymentSort, FlowSort
+
+from unetflow.testing.net import stop
+from unetflow.testing.postgres import create_database, postgres_server
+from unetflow.testing.prefect_server import prefect_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def server() -> str:
+    with postgres_server() as pg, prefect_server(create_database(pg, "prefect")) as api_url:
+        yield api_url
+
+
+@pytest.fixture
+def client_env(server: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PREFECT_API_URL": server,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+
+
+def _client(server: str):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    class Session:
+        def __enter__(self):
+            self.settings = temporary_settings(updates={PREFECT_API_URL: server})
+            self.settings.__enter__()
+            self.client = get_client(sync_client=True).__enter__()
+            return self.client
+
+        def __exit__(self, *exc):
+            self.client.__exit__(*exc)
+            self.settings.__exit__(*exc)
+
+    return Session()
+
+
+def test_deploy_then_worker_runs_a_deployment_with_retries(
+    server: str, client_env: dict[str, str], project_dir: Path, tmp_path: Path
+) -> None:
+    deploy = subprocess.run(
+        [str(BIN / "unetflow"), "deploy", "--project-dir", str(project_dir)],
+        env=client_env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert deploy.returncode == 0, deploy.stderr[-2000:]
+
+    with _client(server) as client:
+        deployments = client.read_deployments(limit=100, sort=DeploymentSort.NAME_ASC)
+        flows = {f.id: f.name for f in client.read_flows(limit=100, sort=FlowSort.NAME_ASC)}
+    by_flow = {f"{flows[d.flow_id]}/{d.name}": d for d in deployments}
+    assert {"pipeline/nightly", "tune/weekly", "data_prep/on-demand", "train/on-demand",
+            "evaluate_and_promote/on-demand"} <= set(by_flow)  # fmt: skip
+    crons = {k: [s.schedule.cron for s in d.schedules] for k, d in by_flow.items()}
+    assert crons["pipeline/nightly"] == ["0 2 * * *"]
+    assert crons["tune/weekly"] == ["0 3 * * 0"]
+    schema = by_flow["train/on-demand"].parameter_openapi_schema
+    assert "params" in schema["properties"]  # the UI form
+
+    # The DVC remote's parent is a file, so the first push fails; once Prefect has
+    # scheduled the retry the "outage" ends (the file goes) and the retried push succeeds.
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a folder")
+    (project_dir / ".dvc").exists() or subprocess.run(
+        [sys.executable, "-m", "dvc", "init", "--no-scm"], cwd=project_dir, check=True
+    )
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "remote", "add", "--local", "-d", "storage",
+         str(blocker / "remote")],
+        cwd=project_dir, check=True,
+    )  # fmt: skip
+
+    worker = subprocess.Popen(
+        [str(BIN / "prefect"), "worker", "start", "--pool", "unetflow-process"],
+        env=client_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        flow_run = _run_and_wait(
+            server,
+            by_flow["data_prep/on-demand"].id,
+            on_retry=lambda: blocker.is_file() and blocker.unlink(),
+        )
+    finally:
+        stop(worker)
+    assert flow_run.state.is_completed(), flow_run.state
+
+    with _client(server) as client:
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+        runs_filter = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
+        task_runs = client.read_task_runs(flow_run_filter=runs_filter)
+        artifacts = client.read_artifacts(flow_run_filter=runs_filter)
+    push = [t for t in task_runs if t.name.startswith("dvc-push")]
+    assert push and push[0].run_count >= 2 and push[0].state.is_completed()
+    assert "data-summary" in {a.key for a in artifacts}
+    assert (blocker / "remote").is_dir()
+
+
+def _run_and_wait(server: str, deployment_id, on_retry, timeout: float = 420.0):
+    """Trigger a run through the API; call `on_retry` once a task awaits a retry."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with _client(server) as client:
+        run = client.create_flow_run_from_deployment(deployment_id)
+        runs_filter = FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = client.read_flow_run(run.id)
+            if run.state is not None and run.state.is_final():
+                return run
+            states = {t.state.name for t in client.read_task_runs(flow_run_filter=runs_filter)}
+            if states & {"AwaitingRetry", "Retrying"}:
+                on_retry()
+            time.sleep(1)
+    raise TimeoutError(f"flow run {run.id} not finished after {timeout}s: {run.state}")

@@ -1,0 +1,54 @@
+"""A real `prefect server start` process on 127.0.0.1 (PostgreSQL or SQLite backend)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from unetflow.testing.net import free_port, stop, wait_until
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def server_env(home: Path, database_url: str | None) -> dict[str, str]:
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    if database_url:
+        # Prefect's server talks to PostgreSQL through asyncpg.
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url.replace(
+            "postgresql://", "postgresql+asyncpg://", 1
+        )
+    return env
+
+
+@contextmanager
+def prefect_server(database_url: str | None = None) -> Iterator[str]:
+    """Start the server; yields its API URL `http://127.0.0.1:PORT/api`."""
+    home = Path(tempfile.mkdtemp(prefix="unetflow-prefect-"))
+    port, log = free_port(), home / "server.log"
+    prefect = str(Path(sys.executable).parent / "prefect")
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            env=server_env(home, database_url), stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        wait_until(lambda: _healthy(url), "prefect server", timeout=120, proc=proc, log=str(log))
+        yield url
+    finally:
+        stop(proc)
+        shutil.rmtree(home, ignore_errors=True)
