@@ -1,0 +1,55 @@
+"""Flow parameters: typed models the Prefect UI renders as forms."""
+
+from __future__ import annotations
+
+import pytest
+from prefect.utilities.callables import parameter_schema
+from pydantic import ValidationError
+
+from flows import pipeline
+from flows.params import PipelineParams, PromoteParams, TrainParams
+from flows.tasks import _train_cache_key
+from unetflow.config import ExperimentConfig
+
+
+@pytest.mark.parametrize(
+    "flow",
+    [
+        pipeline.pipeline,
+        pipeline.train,
+        pipeline.data_prep,
+        pipeline.tune,
+        pipeline.evaluate_and_promote,
+    ],
+)
+def test_every_flow_has_one_typed_parameter_with_a_form_schema(flow) -> None:
+    schema = parameter_schema(flow.fn).model_dump_for_openapi()
+    assert list(schema["properties"]) == ["params"]
+    assert schema["definitions"], "the nested model must be described for the UI form"
+
+
+def test_train_params_schema_exposes_the_experiment_config() -> None:
+    schema = parameter_schema(pipeline.train.fn).model_dump_for_openapi()
+    assert "ExperimentConfig" in schema["definitions"]
+    assert "epochs" in schema["definitions"]["TrainConfig"]["properties"]
+
+
+def test_params_reject_unknown_fields_and_bad_values() -> None:
+    with pytest.raises(ValidationError, match="extra"):
+        PipelineParams(projectdir=".")
+    with pytest.raises(ValidationError, match="min_dice"):
+        PromoteParams(min_dice=2)
+
+
+def test_train_cache_key_changes_with_inputs(tmp_path) -> None:
+    base = {"config": ExperimentConfig(), "project_dir": str(tmp_path), "data_version": "a"}
+    key = _train_cache_key(None, base)
+    assert key == _train_cache_key(None, dict(base))
+    assert key != _train_cache_key(None, {**base, "data_version": "b"})
+    other = ExperimentConfig.model_validate({"train": {"epochs": 3}})
+    assert key != _train_cache_key(None, {**base, "config": other})
+    assert key != _train_cache_key(None, {**base, "project_dir": str(tmp_path / "x")})
+
+
+def test_train_params_default_is_valid() -> None:
+    assert TrainParams().config == ExperimentConfig()
