@@ -1,11 +1,19 @@
-"""The DVC `prepare` stage: params.yaml -> data/prepared (shards + manifest).
+"""The DVC `prepare` stage: data/raw -> data/prepared (shards + manifest).
 
-Run by `dvc repro` as `python -m unetflow.prepare --params params.yaml --out data/prepared`.
+Validates the images and masks, computes normalisation statistics on the train split,
+splits train/val/test deterministically by seed (whole groups per split when
+`data.split.group` is set, so one patient or scene never straddles two splits) and writes
+shards + manifest. Run by `dvc repro` as
+`python -m unetflow.prepare --params params.yaml --raw data/raw --out data/prepared`;
+without `--raw` it reads the source itself (the one-stage form of earlier versions).
+The `data` section of params.yaml is parsed here (`DataParams`).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import re
 import shutil
 import sys
 import tempfile
@@ -16,14 +24,8 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from unet_core.data import (
-    DataError,
-    generate_synthetic,
-    load_pair,
-    scan_folder,
-    split_indices,
-    write_prepared,
-)
+from unet_core.data import DataError, split_indices, write_prepared
+from unetflow.errors import UsageError
 
 
 class _Frozen(BaseModel):
@@ -36,9 +38,35 @@ class SyntheticParams(_Frozen):
     seed: int = 42
 
 
+class GroupParams(_Frozen):
+    """Keep samples of one group (patient, slide, scene) in one split.
+
+    Give `regex` (applied to each image stem: the named group `group`, else the first
+    group, else the whole match) or `csv` + `column` (a CSV with a `stem` column).
+    """
+
+    regex: str | None = None
+    csv: str | None = None
+    column: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GroupParams:
+        if (self.regex is None) == (self.csv is None):
+            raise ValueError("set exactly one of group.regex and group.csv")
+        if self.csv is not None and not self.column:
+            raise ValueError("group.csv needs group.column: the CSV column holding the group")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as err:
+                raise ValueError(f"group.regex {self.regex!r} is not a regex: {err}") from None
+        return self
+
+
 class SplitParams(_Frozen):
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     seed: int = 42
+    group: GroupParams | None = None  # None: split images independently
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> SplitParams:
@@ -49,7 +77,8 @@ class SplitParams(_Frozen):
 
 class DataParams(_Frozen):
     source: Literal["synthetic", "folder"] = "synthetic"
-    folder: str | None = None
+    folder: str | None = None  # a local folder or an s3://bucket/prefix
+
     spatial_dims: Literal[2, 3] = 2
     synthetic: SyntheticParams = SyntheticParams()
     split: SplitParams = SplitParams()
@@ -80,54 +109,96 @@ def read_params(path: Path) -> DataParams:
         raise DataError(path, f"data.{where}: {first['msg']}") from None
 
 
-def _load_source(params: DataParams) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    if params.source == "synthetic":
-        syn = params.synthetic
-        images, masks = generate_synthetic(syn.num_images, tuple(syn.shape), seed=syn.seed)
-        return images, masks, [f"synthetic-{i:05d}" for i in range(len(images))]
-    samples = scan_folder(params.folder, params.spatial_dims)
-    pairs = [load_pair(s, params.spatial_dims) for s in samples]
-    shapes = {p[0].shape for p in pairs}
-    if len(shapes) > 1:
-        raise DataError(
-            params.folder,
-            f"images have different shapes {sorted(shapes)[:3]}; "
-            "resample them to one shape before preparing",
-        )
-    images = np.stack([p[0] for p in pairs])
-    masks = np.stack([p[1] for p in pairs])
-    return images, masks, [s.stem for s in samples]
+def group_labels(group: GroupParams, stems: list[str], params_file: Path | None) -> list[str]:
+    """One group label per stem, from a regex on the stem or a CSV column."""
+    if group.regex is not None:
+        pattern = re.compile(group.regex)
+        labels = []
+        for stem in stems:
+            match = pattern.search(stem)
+            if match is None:
+                raise DataError(
+                    params_file, f"data.split.group.regex {group.regex!r} does not match "
+                    f"image stem {stem!r}; fix the regex so every stem matches",
+                )  # fmt: skip
+            named = match.groupdict().get("group")
+            labels.append(named or (match.group(1) if pattern.groups else match.group(0)))
+        return labels
+    path = Path(group.csv)
+    if not path.is_absolute() and params_file is not None:
+        path = params_file.parent / path
+    try:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        raise DataError(path, "group CSV not found; fix data.split.group.csv") from None
+    if not rows or "stem" not in rows[0] or group.column not in rows[0]:
+        raise DataError(path, f"needs the columns 'stem' and {group.column!r}")
+    table = {row["stem"]: row[group.column] for row in rows}
+    missing = [s for s in stems if s not in table]
+    if missing:
+        raise DataError(path, f"{len(missing)} stems have no row, e.g. {missing[0]!r}; add them")
+    return [table[s] for s in stems]
 
 
-def prepare(params: DataParams, out: Path) -> None:
-    """Build the prepared data set in a temp folder, then move it into place."""
-    images, masks, stems = _load_source(params)
-    idx = split_indices(len(images), params.split.fractions, seed=params.split.seed)
+def split_stats(idx: dict[str, np.ndarray], groups: list[str] | None) -> str:
+    """`train=28 val=6 test=6` plus the group count per split when grouping."""
+    parts = []
+    for name, rows in idx.items():
+        extra = f" ({len({groups[i] for i in rows})} groups)" if groups is not None else ""
+        parts.append(f"{name}={len(rows)}{extra}")
+    return " ".join(parts)
+
+
+def _provenance(params: DataParams) -> dict:
+    """Params for the manifest; an unset group is left out so that data prepared before
+    grouping existed keeps its bytes, and so its DVC version."""
+    exclude = {"split": {"group"}} if params.split.group is None else None
+    return params.model_dump(mode="json", exclude=exclude)
+
+
+def prepare(
+    params: DataParams, out: Path, raw: Path | None = None, params_file: Path | None = None
+) -> None:
+    """Split the raw data set, write shards + manifest in a temp folder, move into place.
+
+    Args:
+        params: the `data` section of params.yaml.
+        out: the prepared folder (replaced as a whole, never left half-written).
+        raw: a folder written by the `ingest` stage; None reads the source directly.
+        params_file: where `params` came from (error messages, relative CSV paths).
+    """
+    from unetflow.ingest import load_source, read_raw
+
+    images, masks, stems = read_raw(raw) if raw is not None else load_source(params)
+    group = params.split.group
+    groups = group_labels(group, stems, params_file) if group is not None else None
+    idx = split_indices(len(images), params.split.fractions, seed=params.split.seed, groups=groups)
     splits = {name: (images[i], masks[i], [stems[j] for j in i]) for name, i in idx.items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=out.parent))
     try:
         write_prepared(
             staging, splits, shard_size=params.shard_size,
-            meta={"source": params.source, "params": params.model_dump(mode="json")},
+            meta={"source": params.source, "params": _provenance(params)},
         )  # fmt: skip
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)  # nothing half-written is ever left at `out`
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    counts = {k: len(v) for k, v in idx.items()}
-    print(f"prepared {sum(counts.values())} images into {out}: {counts}")
+    print(f"prepared {len(images)} images into {out}: {split_stats(idx, groups)}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--raw", type=Path, help="ingested raw data (default: read the source)")
     parser.add_argument("--out", type=Path, default=Path("data/prepared"))
     args = parser.parse_args(argv)
     try:
-        prepare(read_params(args.params), args.out)
-    except DataError as err:
+        prepare(read_params(args.params), args.out, args.raw, args.params)
+    except (DataError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -12,7 +12,8 @@ Bad input raises `DataError` (a `ValueError`) with a one-line message naming the
 
 from __future__ import annotations
 
-from unet_core.data.datasets import FolderDataset, PatchDataset, PreparedDataset
+from typing import TYPE_CHECKING
+
 from unet_core.data.errors import DataError
 from unet_core.data.folder import (
     EXTENSIONS,
@@ -36,6 +37,21 @@ from unet_core.data.prepared import (
 )
 from unet_core.data.split import SPLIT_NAMES, split_indices
 from unet_core.data.synthetic import SyntheticConfig, generate_synthetic
+
+if TYPE_CHECKING:
+    from unet_core.data.datasets import FolderDataset, PatchDataset, PreparedDataset
+
+_TORCH_DATASETS = ("FolderDataset", "PatchDataset", "PreparedDataset")
+
+
+def __getattr__(name: str):
+    # The torch datasets load lazily: the DVC stages use only the numpy half of this
+    # package and should not pay torch's import time on every `dvc repro`.
+    if name in _TORCH_DATASETS:
+        from unet_core.data import datasets
+
+        return getattr(datasets, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "EXTENSIONS",

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +34,10 @@ class S3Endpoint:
             "AWS_SECRET_ACCESS_KEY": self.secret_key,
             "AWS_DEFAULT_REGION": self.region,
         }
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
     def client(self):
         import boto3
@@ -60,3 +68,97 @@ def s3_server() -> Iterator[S3Endpoint]:
     finally:
         stop(proc)
         log.unlink(missing_ok=True)
+
+
+class OutageProxy:
+    """A TCP proxy on 127.0.0.1 in front of a server, that can be taken down and up again.
+
+    While down, every connection is reset as soon as it is made and open ones are cut, as
+    when an S3 endpoint restarts; the server behind keeps its state (moto loses all of it
+    on restart). `refused` counts the connections turned away, so a test can wait until a
+    client has really hit the outage before ending it.
+
+    Example:
+        >>> with s3_server() as s3, OutageProxy(s3.port) as proxy:
+        ...     proxy.down(); ...; proxy.up()  # clients use proxy.url
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.accepted = 0  # connections forwarded so far
+        self.refused = 0  # connections reset while down
+        self._down = False
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> OutageProxy:
+        self._listener.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+        _close(self._listener)
+
+    def up(self) -> None:
+        """Forward connections again."""
+        self._down = False
+
+    def down(self) -> None:
+        """Reset new connections and cut every open one."""
+        self._down = True
+        with self._lock:
+            conns, self._conns = self._conns, set()
+        for conn in conns:
+            _close(conn)
+
+    def wait_refused(self, count: int = 1, timeout: float = 60.0) -> bool:
+        """Wait until `count` connections were turned away (True) or `timeout` passes."""
+        deadline = time.monotonic() + timeout
+        while self.refused < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self.refused >= count
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:  # listener closed on exit
+                return
+            if self._down:
+                # Linger 0: close with RST, as a host that refuses the connection.
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()
+                self.refused += 1
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                _close(client)
+                continue
+            with self._lock:
+                self._conns.update((client, upstream))
+                self.accepted += 1
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pipe, args=(src, dst), daemon=True).start()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        _close(src)
+        _close(dst)
+
+
+def _close(sock: socket.socket) -> None:
+    with suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    sock.close()

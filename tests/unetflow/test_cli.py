@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from unetflow.cli import build_parser, main
+
+BIN = Path(sys.executable).parent
+
+
+def test_every_command_has_help() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert {"run", "train", "validate", "deploy", "serve"} <= set(sub.choices)
+    for name, command in sub.choices.items():
+        assert command.format_help(), name
+
+
+def test_deploy_without_server_fails_in_one_line(monkeypatch, capsys) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    assert main(["deploy"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "PREFECT_API_URL" in err[0]
+
+
+@pytest.mark.slow
+def test_console_script_is_installed_and_reports_bad_config(tmp_path: Path) -> None:
+    bad = tmp_path / "exp.yaml"
+    bad.write_text("model: {preset: unet, depth: 9}\n")
+    proc = subprocess.run(
+        [str(BIN / "unetflow"), "validate", "--config", str(bad)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert str(bad) in proc.stderr and "depth" in proc.stderr
+    assert "Traceback" not in proc.stderr
