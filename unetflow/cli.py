@@ -14,7 +14,14 @@ from unetflow.dvc_data import DvcError
 from unetflow.errors import UsageError
 
 # Each module adds its subcommands with `register(subparsers)`.
-COMMAND_MODULES = ("unetflow.commands.run",)
+COMMAND_MODULES = (
+    "unetflow.commands.run",
+    "unetflow.commands.predict",
+    "unetflow.commands.deploy",
+    "unetflow.commands.registry",
+    "unetflow.commands.data",
+    "unetflow.commands.tune",
+)
 
 USER_ERRORS = (ConfigError, DataError, DvcError, UsageError, FileNotFoundError)
 

@@ -73,6 +73,9 @@ class TrackingSettings(_Frozen):
     experiment: str = "unetflow"
     registered_model: str = "unet-seg"
     champion_alias: str = "champion"
+    min_dice: float = Field(
+        0.5, ge=0, le=1, description="test Dice a first version needs to become champion"
+    )
 
 
 class ExperimentConfig(_Frozen):

@@ -7,8 +7,13 @@ The embedded default is a SQLite store and an artifact folder under
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +28,42 @@ from mlflow.types import Schema, TensorSpec
 from unetflow.serving import PACKAGE_ARTIFACT, UNetSegmenter
 
 TAG = "unetflow."  # prefix of every lineage tag
+CONFIG_ARTIFACT = "config.yaml"  # the resolved config of a run; `unetflow lineage` reads it
+
+
+# `scheme://user:password@host` and secret-looking query parameters in any logged URI.
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@:\s]*):[^@\s]*@")
+_SECRET_QUERY = re.compile(
+    r"(?i)(?P<key>[?&](?:password|passwd|pwd|token|secret|access_token|api_key|"
+    r"x-amz-signature|x-amz-credential|x-amz-security-token|sig|signature)=)[^&#\s]*"
+)
+# Environment variables whose values are secrets, whatever the service.
+_SECRET_ENV = re.compile(r"(?i)(SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|PRIVATE_KEY|API_KEY)")
+REDACTED = "***"
+
+
+def redact(text: str) -> str:
+    """`text` with URI passwords, secret query parameters and secret env values masked.
+
+    Applied to every string that goes to MLflow (params, tags, descriptions, the config
+    artifact), so a storage path like `s3://key:secret@bucket` or a database URL with a
+    password cannot leak even when a user puts one in a config.
+    """
+    text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", text)
+    text = _SECRET_QUERY.sub(lambda m: f"{m['key']}{REDACTED}", text)
+    for value in _secret_env_values():
+        text = text.replace(value, REDACTED)
+    return text
+
+
+def _secret_env_values() -> list[str]:
+    # Short values ("1", "true") would mask innocent text; real secrets are long.
+    values = {v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= 8}
+    return sorted(values, key=len, reverse=True)
+
+
+def redact_all(values: dict[str, str]) -> dict[str, str]:
+    return {k: redact(v) for k, v in values.items()}
 
 
 def tracking_uri(project_dir: Path) -> str:
@@ -63,7 +104,47 @@ def git_state(project_dir: Path) -> dict[str, str]:
 
 def lineage_tags(values: dict[str, str | None]) -> dict[str, str]:
     """Prefix lineage values as tags, dropping unknown ones."""
-    return {f"{TAG}{k}": str(v) for k, v in values.items() if v is not None}
+    return {f"{TAG}{k}": redact(str(v)) for k, v in values.items() if v is not None}
+
+
+class RunTerminated(SystemExit):
+    """SIGTERM arrived during a tracked run (exit status 128 + signal, as shells report)."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise RunTerminated(128 + signum)
+
+
+def _is_kill(exc: BaseException) -> bool:
+    # Prefect raises its TerminationSignal (a BaseException) when a runner cancels a flow
+    # run with SIGTERM; matched by name so tracking does not import Prefect.
+    return isinstance(exc, SystemExit | KeyboardInterrupt) or any(
+        cls.__name__ == "TerminationSignal" for cls in type(exc).__mro__
+    )
+
+
+@contextmanager
+def tracked_run(**start_run_kwargs: object) -> Iterator[mlflow.ActiveRun]:
+    """`mlflow.start_run` that always ends truthfully: FINISHED, FAILED or KILLED.
+
+    SIGTERM, Ctrl+C and Prefect's cancellation end the run KILLED and re-raise, so the
+    process exits non-zero and no run is left RUNNING. Ray's driver installs its own
+    SIGTERM handler (`sys.exit(15)`) at `ray.init`, so any SystemExit counts as a kill.
+    """
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    run = mlflow.start_run(**start_run_kwargs)
+    try:
+        yield run
+    except BaseException as exc:
+        mlflow.end_run("KILLED" if _is_kill(exc) else "FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 class EpochLogger:
@@ -107,18 +188,33 @@ class Registration:
     became_champion: bool
 
 
-def register(model_uri: str, name: str, alias: str, tags: dict[str, str]) -> Registration:
-    """Register a version; it takes `alias` only when no version holds it yet.
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    """The version `alias` points at, or None when no version holds it."""
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def register(
+    model_uri: str,
+    name: str,
+    alias: str,
+    tags: dict[str, str],
+    description: str = "",
+    passes_gate: bool = True,
+) -> Registration:
+    """Register a version; it takes `alias` only when no version holds it yet and it
+    passed the absolute quality gate (`passes_gate`).
 
     Replacing an existing champion is a promotion decision (`unetflow promote`), never
     a side effect of training.
     """
     client = MlflowClient()
-    version = mlflow.register_model(model_uri, name, tags=tags)
-    try:
-        client.get_model_version_by_alias(name, alias)
-        became = False
-    except MlflowException:
+    version = mlflow.register_model(model_uri, name, tags=redact_all(tags))
+    if description:
+        client.update_model_version(name, version.version, description=redact(description))
+    became = passes_gate and alias_version(client, name, alias) is None
+    if became:
         client.set_registered_model_alias(name, alias, version.version)
-        became = True
     return Registration(name, str(version.version), became)

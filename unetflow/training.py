@@ -12,16 +12,20 @@ from pathlib import Path
 import mlflow
 import torch
 import yaml
+from mlflow import MlflowClient
 from torch.utils.data import DataLoader
 
 from unet_core.data import PreparedDataset, read_manifest
 from unet_core.engine import CHECKPOINT_FILE, evaluate, load_checkpoint
 from unet_core.models import create_model
-from unet_core.package import InferenceSpec, save_package
-from unetflow import tracking
+from unet_core.package import InferenceSpec, load_package, save_package
+from unetflow import datasets, evaluation, plots, tracking
 from unetflow.builders import make_accumulator
 from unetflow.config import ExperimentConfig, flatten
 from unetflow.ray_train import fit_with_ray
+
+PER_IMAGE_ARTIFACT = "evaluation/test_per_image.json"
+GRID_IMAGES = 8  # validation images in the prediction grid
 
 
 @dataclass(frozen=True)
@@ -75,9 +79,17 @@ def _input_example(data_dir: Path) -> torch.Tensor:
 def train_and_register(
     cfg: ExperimentConfig, project_dir: Path, data_version: str, lineage: dict[str, str | None]
 ) -> TrainReport:
-    """Train with Ray, evaluate the best checkpoint on the test split, log and register."""
+    """Train with Ray, evaluate the best checkpoint on the test split, log and register.
+
+    The run ends FINISHED, FAILED or KILLED (SIGTERM) truthfully. The first registered
+    version becomes champion only when its test Dice reaches `tracking.min_dice`.
+    """
     project_dir = project_dir.resolve()
-    data_dir = project_dir / cfg.data.path
+    # data.path may be a raw images/ + masks/ folder: prepared here, versioned by content.
+    data_dir, folder_version = datasets.resolve_data(
+        project_dir, cfg.data.path, cfg.model.spatial_dims, cfg.model.in_channels
+    )
+    data_version = folder_version or data_version
     mlflow.set_tracking_uri(tracking.tracking_uri(project_dir))
     experiment_id = tracking.ensure_experiment(cfg.tracking.experiment, project_dir)
     name, storage = run_name(cfg, data_version), storage_path(cfg, project_dir)
@@ -85,9 +97,12 @@ def train_and_register(
         {**lineage, **tracking.git_state(project_dir), "data_version": data_version,
          "ray_run_name": name, "ray_storage_path": storage}
     )  # fmt: skip
-    with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags) as run:
-        mlflow.log_params(flatten(cfg))
-        mlflow.log_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), "config.yaml")
+    with tracking.tracked_run(
+        experiment_id=experiment_id, run_name=name, tags=tags, log_system_metrics=True
+    ) as run:
+        mlflow.log_params(tracking.redact_all(flatten(cfg)))
+        config_yaml = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+        mlflow.log_text(tracking.redact(config_yaml), tracking.CONFIG_ARTIFACT)
         outcome = fit_with_ray(
             cfg, data_dir, name, storage,
             tracking={"uri": mlflow.get_tracking_uri(), "run_id": run.info.run_id},
@@ -99,16 +114,51 @@ def train_and_register(
         mlflow.log_metric("best_epoch", float(outcome.best_metrics.get("epoch", -1)))
         with tempfile.TemporaryDirectory() as tmp:
             package = _package(cfg, weights, data_dir, Path(tmp))
+            _log_artifacts(cfg, package, data_dir, run.info.run_id, Path(tmp))
             model_uri = tracking.log_model(
                 package, _input_example(data_dir), cfg.model.in_channels, cfg.model.spatial_dims
             )
+        dice = test_metrics.get("test_dice", float("nan"))
         reg = tracking.register(
-            model_uri, cfg.tracking.registered_model, cfg.tracking.champion_alias, tags
-        )
+            model_uri, cfg.tracking.registered_model, cfg.tracking.champion_alias,
+            {**tags, f"{tracking.TAG}run_id": run.info.run_id},
+            description=_version_description(cfg, data_version, dice),
+            passes_gate=dice >= cfg.tracking.min_dice,
+        )  # fmt: skip
     best_val = {k: float(v) for k, v in outcome.best_metrics.items() if k.startswith("val_")}
     return TrainReport(
         run_id=run.info.run_id, experiment_id=experiment_id, model_uri=model_uri,
         registered_name=reg.name, version=reg.version, became_champion=reg.became_champion,
         test_metrics=test_metrics, best_val=best_val, ray_run_name=name,
-        storage_path=storage, lineage=tags,
+        storage_path=tracking.redact(storage), lineage=tags,
     )  # fmt: skip
+
+
+def _version_description(cfg: ExperimentConfig, data_version: str, dice: float) -> str:
+    gate = "passes" if dice >= cfg.tracking.min_dice else "fails"
+    return (
+        f"{cfg.name} trained by unetflow on data {data_version}: test Dice {dice:.4f} "
+        f"({gate} the champion gate min_dice={cfg.tracking.min_dice})."
+    )
+
+
+def _log_artifacts(
+    cfg: ExperimentConfig, package: Path, data_dir: Path, run_id: str, tmp: Path
+) -> None:
+    """Learning curves, validation predictions of the best epoch, per-image test table."""
+    client = MlflowClient()
+    history = {
+        key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
+        for key in ("train_loss", "val_loss", "val_dice", "val_iou")
+    }
+    mlflow.log_artifact(str(plots.learning_curves(history, tmp / "learning_curves.png")), "plots")
+    if cfg.loss.mode == "multilabel":
+        print("per-image table and prediction grid: not available for multilabel models")
+        return
+    model, _, spec = load_package(package)
+    val = evaluation.predict_split(model, spec, data_dir, "val", limit=GRID_IMAGES)
+    mlflow.log_artifact(str(plots.prediction_grid(val, tmp / "val_predictions.png")), "plots")
+    test = evaluation.predict_split(model, spec, data_dir, "test")
+    rows = evaluation.per_image_table(test, cfg.model.out_channels if spec.mode != "binary" else 1)
+    mlflow.log_table(evaluation.table_columns(rows), artifact_file=PER_IMAGE_ARTIFACT)
+    mlflow.log_metric("test_dice_per_image_mean", evaluation.mean_metric(rows, "dice"))

@@ -1,0 +1,243 @@
+"""Gated promotion and rollback of registered model versions.
+
+A candidate replaces the champion only when, on the same frozen test split, the
+bootstrap confidence interval of its paired per-image Dice gain lies above a margin.
+The statistics (`paired_bootstrap`) are a pure function; `evaluate_and_promote` is
+what the CLI and the Prefect flow call.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from unetflow import evaluation, tracking
+from unetflow.dvc_data import PREPARED
+from unetflow.errors import UsageError
+
+CHAMPION = "champion"
+PREVIOUS = "previous-champion"
+_HEADING = "## Promotion check"
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    """Mean paired difference (candidate - champion) and its percentile interval."""
+
+    mean_diff: float
+    ci_low: float
+    ci_high: float
+    n: int
+
+
+def paired_bootstrap(
+    candidate: np.ndarray,
+    champion: np.ndarray,
+    resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> BootstrapResult:
+    """Percentile bootstrap CI of the mean of per-image differences `candidate - champion`.
+
+    Images are resampled as pairs (both models scored on the same image), so the
+    interval reflects the gain, not the spread of image difficulty. Pairs with a NaN
+    are dropped. Deterministic for a given `seed`.
+    """
+    a, b = np.asarray(candidate, dtype=np.float64), np.asarray(champion, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"expected two equal-length 1-D arrays, got {a.shape} and {b.shape}")
+    diffs = (a - b)[np.isfinite(a) & np.isfinite(b)]
+    if diffs.size == 0:
+        raise ValueError("no image has a finite score for both models")
+    rng = np.random.default_rng(seed)
+    means = diffs[rng.integers(0, diffs.size, size=(resamples, diffs.size))].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return BootstrapResult(float(diffs.mean()), float(low), float(high), int(diffs.size))
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    model_name: str
+    candidate_version: str
+    champion_version: str | None  # the champion before the decision (None: there was none)
+    promoted: bool
+    reason: str
+    candidate_dice: float
+    champion_dice: float | None = None
+    bootstrap: BootstrapResult | None = None
+    margin: float = 0.0
+    min_dice: float = 0.5
+
+    def summary(self) -> str:
+        """One line: what happened to which version, and why."""
+        verdict = "promoted to champion" if self.promoted else "not promoted"
+        return f"{self.model_name} v{self.candidate_version} {verdict}: {self.reason}"
+
+    def as_dict(self) -> dict:
+        """Plain JSON-able values (Prefect results, artifacts)."""
+        return asdict(self)
+
+    def markdown(self) -> str:
+        """The comparison table written to the candidate's description and artifacts."""
+        rows = [
+            ("decision", "promoted to champion" if self.promoted else "not promoted"),
+            ("reason", self.reason),
+            (f"candidate v{self.candidate_version} mean Dice", f"{self.candidate_dice:.4f}"),
+        ]
+        if self.champion_version is not None and self.champion_dice is not None:
+            rows.append(
+                (f"champion v{self.champion_version} mean Dice", f"{self.champion_dice:.4f}")
+            )
+        if self.bootstrap is not None:
+            b = self.bootstrap
+            rows += [
+                ("paired Dice gain (mean)", f"{b.mean_diff:+.4f}"),
+                ("95% bootstrap CI", f"[{b.ci_low:+.4f}, {b.ci_high:+.4f}]"),
+                ("test images", str(b.n)),
+            ]
+        rows += [("margin", f"{self.margin}"), ("min Dice", f"{self.min_dice}")]
+        body = "\n".join(f"| {k} | {v} |" for k, v in rows)
+        return f"| item | value |\n|---|---|\n{body}\n"
+
+
+def _load_version(client: MlflowClient, name: str, version: str):
+    try:
+        return client.get_model_version(name, version)
+    except MlflowException:
+        raise UsageError(
+            f"model {name!r} has no version {version!r}; list versions in the MLflow UI "
+            "or pass --model with the registered model name"
+        ) from None
+
+
+def _score(name: str, version: str, data_dir: Path) -> list[dict[str, float | str]]:
+    """Per-image test metrics of a registered version, through its served package."""
+    python_model = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
+    model, config, spec = python_model.model, python_model.config, python_model.spec
+    prediction = evaluation.predict_split(model, spec, data_dir, "test")
+    num_classes = 1 if spec.mode == "binary" else config.out_channels
+    return evaluation.per_image_table(prediction, num_classes, metrics=("dice",))
+
+
+def evaluate_and_promote(
+    model_name: str,
+    candidate_version: str,
+    project_dir: Path,
+    margin: float = 0.0,
+    min_dice: float = 0.5,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> PromotionDecision:
+    """Compare a candidate with the champion on the test split; move aliases if it wins.
+
+    Raises:
+        UsageError: unknown version, no prepared data, or a gate out of range.
+    """
+    if not 0.0 <= min_dice <= 1.0:
+        raise UsageError(f"--min-dice {min_dice}: must be in [0, 1], e.g. 0.5")
+    if not -1.0 < margin < 1.0:
+        raise UsageError(f"--margin {margin}: a Dice difference, must be in (-1, 1), e.g. 0.0")
+    project_dir = Path(project_dir).resolve()
+    mlflow.set_tracking_uri(tracking.tracking_uri(project_dir))
+    client = MlflowClient()
+    candidate = _load_version(client, model_name, str(candidate_version))
+    data_dir = project_dir / PREPARED
+    if not (data_dir / "manifest.json").is_file():
+        raise UsageError(f"{data_dir}: no prepared data; run `dvc pull` or `unetflow run` first")
+    champion = tracking.alias_version(client, model_name, CHAMPION)
+    if champion == str(candidate.version):  # e.g. a first version crowned at registration
+        return PromotionDecision(
+            model_name=model_name, candidate_version=champion, champion_version=champion,
+            promoted=False, reason="it is already the champion; nothing to do",
+            candidate_dice=float("nan"), margin=margin, min_dice=min_dice,
+        )  # fmt: skip
+    cand_rows = _score(model_name, str(candidate.version), data_dir)
+    cand_dice = evaluation.mean_metric(cand_rows)
+    decision = _decide(model_name, str(candidate.version), champion, cand_rows, cand_dice,
+                       data_dir, margin, min_dice, resamples, seed)  # fmt: skip
+    _record(client, decision, candidate.run_id)
+    return decision
+
+
+def _decide(
+    name: str, version: str, champion: str | None, cand_rows: list, cand_dice: float,
+    data_dir: Path, margin: float, min_dice: float, resamples: int, seed: int,
+) -> PromotionDecision:  # fmt: skip
+    common = {"model_name": name, "candidate_version": version, "champion_version": champion,
+              "candidate_dice": cand_dice, "margin": margin, "min_dice": min_dice}  # fmt: skip
+    if not (cand_dice >= min_dice):
+        reason = f"mean test Dice {cand_dice:.4f} is below the gate min_dice={min_dice}"
+        return PromotionDecision(promoted=False, reason=reason, **common)
+    if champion is None:
+        reason = f"no champion yet; mean test Dice {cand_dice:.4f} passes min_dice={min_dice}"
+        return PromotionDecision(promoted=True, reason=reason, **common)
+    champ_rows = _score(name, champion, data_dir)
+    boot = paired_bootstrap(
+        np.array([r["dice"] for r in cand_rows]), np.array([r["dice"] for r in champ_rows]),
+        resamples=resamples, seed=seed,
+    )  # fmt: skip
+    promoted = boot.ci_low > margin
+    relation = "above" if promoted else "not above"
+    reason = f"CI lower bound {boot.ci_low:+.4f} is {relation} the margin {margin}"
+    return PromotionDecision(
+        promoted=promoted, reason=reason, champion_dice=evaluation.mean_metric(champ_rows),
+        bootstrap=boot, **common,
+    )  # fmt: skip
+
+
+def _record(client: MlflowClient, decision: PromotionDecision, run_id: str | None) -> None:
+    """Write the comparison to the candidate (description, tags, run artifacts); move aliases."""
+    name, version = decision.model_name, decision.candidate_version
+    table = decision.markdown()
+    # Keep the training summary; replace an earlier promotion check rather than stack them.
+    original = (client.get_model_version(name, version).description or "").split(_HEADING)[0]
+    description = f"{original.rstrip()}\n\n{_HEADING}\n\n{table}".lstrip()
+    client.update_model_version(name, version, description=description)
+    client.set_model_version_tag(name, version, f"{tracking.TAG}promotion", decision.reason)
+    if run_id:
+        stem = f"promotion/v{version}-vs-v{decision.champion_version or 'none'}"
+        client.log_text(run_id, table, f"{stem}.md")
+        client.log_text(run_id, json.dumps(decision.as_dict(), indent=2), f"{stem}.json")
+    if not decision.promoted:
+        return
+    if decision.champion_version is not None:
+        client.set_registered_model_alias(name, PREVIOUS, decision.champion_version)
+    client.set_registered_model_alias(name, CHAMPION, version)
+
+
+@dataclass(frozen=True)
+class Rollback:
+    model_name: str
+    restored: str  # the version that is champion again
+    demoted: str | None  # the champion before the rollback
+
+
+def rollback(model_name: str, project_dir: Path = Path(".")) -> Rollback:
+    """Make `previous-champion` the champion again and drop the `previous-champion` alias.
+
+    Raises:
+        UsageError: no version holds `previous-champion`.
+    """
+    mlflow.set_tracking_uri(tracking.tracking_uri(Path(project_dir).resolve()))
+    client = MlflowClient()
+    previous = tracking.alias_version(client, model_name, PREVIOUS)
+    if previous is None:
+        raise UsageError(
+            f"model {model_name!r} has no {PREVIOUS!r} version to roll back to; "
+            "a rollback needs an earlier promotion"
+        )
+    current = tracking.alias_version(client, model_name, CHAMPION)
+    client.set_registered_model_alias(model_name, CHAMPION, previous)
+    client.delete_registered_model_alias(model_name, PREVIOUS)
+    if current is not None:
+        client.set_model_version_tag(
+            model_name, current, f"{tracking.TAG}rolled_back", f"replaced by v{previous}"
+        )
+    return Rollback(model_name, previous, current)
