@@ -15,7 +15,15 @@ from prefect import flow, task
 
 from flows import artifacts
 from flows.params import DataPrepParams, PipelineParams, PromoteParams, TrainParams, TuneParams
-from flows.tasks import IO_BACKOFF, IO_RETRIES, push_data, reproduce_data, train_model
+from flows.tasks import (
+    IO_BACKOFF,
+    IO_RETRIES,
+    pin_data_version,
+    push_data,
+    reproduce_data,
+    retry_unless_usage_error,
+    train_model,
+)
 from unetflow.config import ExperimentConfig
 
 
@@ -32,14 +40,24 @@ def data_prep(params: DataPrepParams = DataPrepParams()) -> str:
 
 @flow(name="train", log_prints=True)
 def train(params: TrainParams = TrainParams()) -> dict:
-    """Train one config on the current data version and register the model."""
-    version = reproduce_data(params.project_dir)
-    report = train_model(params.config, params.project_dir, version)
+    """Train one config and register the model: on `config.data.version` when set
+    (pulled if not present locally), else on the current data version."""
+    config = params.config
+    if config.data.version:
+        config, version = pin_data_version(config, params.project_dir)
+    else:
+        version = reproduce_data(params.project_dir)
+    report = train_model(config, params.project_dir, version)
     artifacts.train_summary(report, version)
     return {"data_version": version, **report.__dict__}
 
 
-@task(name="evaluate-and-promote", retries=IO_RETRIES, retry_delay_seconds=IO_BACKOFF)
+@task(
+    name="evaluate-and-promote",
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_BACKOFF,
+    retry_condition_fn=retry_unless_usage_error,
+)
 def _promote(params: PromoteParams):
     from unetflow.promotion import evaluate_and_promote as decide
 
@@ -92,6 +110,8 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:
     config: ExperimentConfig = params.config
     if params.tune is not None:
         config = ExperimentConfig.model_validate(tune(params.tune)["best_config"])
+    if config.data.version:
+        config, version = pin_data_version(config, params.project_dir)
     report = train_model(config, params.project_dir, version)
     artifacts.train_summary(report, version)
     result = {"data_version": version, **report.__dict__}

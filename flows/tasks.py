@@ -10,11 +10,23 @@ from prefect.context import TaskRunContext
 from prefect.runtime import deployment, flow_run
 
 from unetflow import dvc_data, tracking
-from unetflow.config import ExperimentConfig
+from unetflow.config import ConfigError, ExperimentConfig
+from unetflow.errors import UsageError
 from unetflow.training import TrainReport, train_and_register
 
 IO_RETRIES = 3
 IO_BACKOFF = [5, 20, 60]  # seconds before retry 1, 2, 3
+
+
+def retry_unless_usage_error(task, task_run, state) -> bool:
+    """Retry transient failures; bad input (UsageError, ConfigError) will not heal."""
+    try:
+        state.result()
+    except (UsageError, ConfigError):
+        return False
+    except Exception:
+        return True
+    return False
 
 
 @task(name="dvc-reproduce", retries=1, retry_delay_seconds=5)
@@ -26,9 +38,22 @@ def reproduce_data(project_dir: str) -> str:
     return dvc_data.data_version(root)
 
 
-@task(name="dvc-push", retries=IO_RETRIES, retry_delay_seconds=IO_BACKOFF)
+@task(
+    name="dvc-push",
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_BACKOFF,
+    retry_condition_fn=retry_unless_usage_error,
+)
 def push_data(project_dir: str) -> None:
     dvc_data.push(Path(project_dir))
+
+
+@task(name="data-version", retries=IO_RETRIES, retry_delay_seconds=IO_BACKOFF)
+def pin_data_version(config: ExperimentConfig, project_dir: str) -> tuple[ExperimentConfig, str]:
+    """Train on exactly `config.data.version`: checked out, or pulled from the remote."""
+    folder = dvc_data.ensure_version(Path(project_dir), config.data.version)
+    data = config.data.model_copy(update={"path": str(folder.resolve())})
+    return config.model_copy(update={"data": data}), config.data.version
 
 
 def _train_cache_key(context: TaskRunContext, parameters: dict) -> str:

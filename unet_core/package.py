@@ -52,13 +52,31 @@ def save_package(
 def load_package(
     path: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[nn.Module, ModelConfig, InferenceSpec]:
-    """Rebuild the model in eval mode with its config and inference spec."""
+    """Rebuild the model in eval mode with its config and inference spec.
+
+    Accepts a model package (`save_package`) or a training checkpoint that carries its
+    experiment config and inference spec (what unetflow's Ray Train workers write).
+
+    Raises:
+        ValueError: the file is neither, or lacks what inference needs.
+    """
     payload = torch.load(Path(path), map_location=device, weights_only=True)
-    if payload.get("format") != "unetflow-model/1":
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path} is not a unetflow model package or checkpoint")
+    if payload.get("format") == "unetflow-model/1":
+        config = ModelConfig.model_validate_json(payload["model_config"])
+    elif "config" in payload and "model" in payload:
+        if "inference" not in payload:
+            raise ValueError(
+                f"{path} is a checkpoint without normalisation statistics (written by an "
+                "older version); use the model package logged to MLflow instead"
+            )
+        config = ModelConfig.model_validate(json.loads(payload["config"])["model"])
+    else:
         raise ValueError(
-            f"{path} is not a unetflow model package (format {payload.get('format')!r})"
+            f"{path} is not a unetflow model package (format {payload.get('format')!r}) "
+            "or training checkpoint; pass model.pt from MLflow or a checkpoint.pt"
         )
-    config = ModelConfig.model_validate_json(payload["model_config"])
     raw = json.loads(payload["inference"])
     for key in ("mean", "std", "patch"):
         if raw.get(key) is not None:

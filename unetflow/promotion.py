@@ -107,7 +107,12 @@ class PromotionDecision:
         return f"| item | value |\n|---|---|\n{body}\n"
 
 
-def _load_version(client: MlflowClient, name: str, version: str):
+def _load_version(client: MlflowClient, name: str, version: str | None):
+    if version is None:  # the newest registered version
+        versions = client.search_model_versions(f"name = '{name}'")
+        if not versions:
+            raise UsageError(f"model {name!r} has no registered versions; train one first")
+        return max(versions, key=lambda v: int(v.version))
     try:
         return client.get_model_version(name, version)
     except MlflowException:
@@ -128,14 +133,15 @@ def _score(name: str, version: str, data_dir: Path) -> list[dict[str, float | st
 
 def evaluate_and_promote(
     model_name: str,
-    candidate_version: str,
+    candidate_version: str | None,
     project_dir: Path,
     margin: float = 0.0,
     min_dice: float = 0.5,
     resamples: int = 2000,
     seed: int = 0,
 ) -> PromotionDecision:
-    """Compare a candidate with the champion on the test split; move aliases if it wins.
+    """Compare a candidate (None: the newest version) with the champion on the test
+    split; move aliases if it wins.
 
     Raises:
         UsageError: unknown version, no prepared data, or a gate out of range.
@@ -147,7 +153,8 @@ def evaluate_and_promote(
     project_dir = Path(project_dir).resolve()
     mlflow.set_tracking_uri(tracking.tracking_uri(project_dir))
     client = MlflowClient()
-    candidate = _load_version(client, model_name, str(candidate_version))
+    version = None if candidate_version is None else str(candidate_version)
+    candidate = _load_version(client, model_name, version)
     data_dir = project_dir / PREPARED
     if not (data_dir / "manifest.json").is_file():
         raise UsageError(f"{data_dir}: no prepared data; run `dvc pull` or `unetflow run` first")

@@ -6,6 +6,7 @@ V2 requires. Rerunning with the same run name resumes from the latest checkpoint
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import ray.train
 import ray.train.torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
+from unet_core.data import read_manifest
 from unet_core.engine import (
     CHECKPOINT_FILE,
     EpochResult,
@@ -25,6 +27,7 @@ from unet_core.engine import (
     load_checkpoint,
     save_checkpoint,
 )
+from unet_core.package import InferenceSpec
 from unetflow.builders import build_trainer
 from unetflow.config import ExperimentConfig
 from unetflow.storage import ray_storage
@@ -59,7 +62,10 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     )
 
 
-def _epoch_hook(cfg: ExperimentConfig, rank: int, tracking: dict[str, str] | None) -> Hooks:
+def _epoch_hook(
+    cfg: ExperimentConfig, rank: int, tracking: dict[str, str] | None, extra: dict[str, str]
+) -> Hooks:
+    """Rank 0 logs, prints and checkpoints; `extra` is stored in every checkpoint."""
     logger = None
     if rank == 0 and tracking:
         from unetflow.tracking import EpochLogger
@@ -75,7 +81,7 @@ def _epoch_hook(cfg: ExperimentConfig, rank: int, tracking: dict[str, str] | Non
             logger.log(result.metrics, step=result.epoch)
         _print_progress(cfg, result)
         with tempfile.TemporaryDirectory() as tmp:
-            save_checkpoint({**state, "config": cfg.model_dump_json()}, Path(tmp) / CHECKPOINT_FILE)
+            save_checkpoint({**state, **extra}, Path(tmp) / CHECKPOINT_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
     return Hooks(on_epoch_end=on_epoch_end)
@@ -92,15 +98,25 @@ def _print_progress(cfg: ExperimentConfig, result: EpochResult) -> None:
     )
 
 
+def checkpoint_extras(cfg: ExperimentConfig, data_dir: Path) -> dict[str, str]:
+    """The config and inference spec, so a checkpoint alone can predict (`unetflow predict`)."""
+    manifest = read_manifest(data_dir)
+    spec = InferenceSpec(mean=manifest.mean, std=manifest.std, mode=cfg.loss.mode)
+    return {"config": cfg.model_dump_json(), "inference": json.dumps(spec.__dict__)}
+
+
 def train_worker(payload: dict[str, Any]) -> None:
     """The per-worker training function (runs inside each Ray Train worker)."""
     cfg = ExperimentConfig.model_validate_json(payload["config"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    trainer = build_trainer(cfg, Path(payload["data_dir"]), device, rank, world)
+    data_dir = Path(payload["data_dir"])
+    trainer = build_trainer(cfg, data_dir, device, rank, world)
     trainer.model = ray.train.torch.prepare_model(trainer.model)
-    trainer.hooks = _epoch_hook(cfg, rank, payload.get("tracking"))
+    trainer.hooks = _epoch_hook(
+        cfg, rank, payload.get("tracking"), checkpoint_extras(cfg, data_dir)
+    )
     resume = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:

@@ -72,10 +72,16 @@ def test_pipeline_runs_end_to_end(
     # A second run with another config registers version 2 and leaves the champion alone.
     again = pipeline(
         PipelineParams(
-            config=parse_config({**TINY, "name": "tiny2"}),
+            # Pinned to the first run's data version: trained from its DVC checkout.
+            config=parse_config(
+                {**TINY, "name": "tiny2", "data": {"version": result["data_version"]}}
+            ),
             project_dir=str(project_dir),
             promote=False,
         )
     )
     assert again["version"] == "2" and not again["became_champion"]
+    assert again["data_version"] == result["data_version"]
+    pinned = client.get_run(again["run_id"]).data.params["data.path"]
+    assert pinned.endswith(result["data_version"].removesuffix(".dir"))
     assert str(client.get_model_version_by_alias("unet-seg", "champion").version) == "1"

@@ -88,6 +88,20 @@ def _reduce_sum(values: torch.Tensor) -> torch.Tensor:
     return values
 
 
+def sync_buffers(model: nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics).
+
+    DDP broadcasts buffers at the start of each training forward, so after the last
+    step every rank holds statistics updated by its own last batch. Evaluating with
+    those would make each shard use a slightly different model than the one rank 0
+    checkpoints; after this call all ranks evaluate exactly the checkpointed model.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for buffer in model.buffers():
+        dist.broadcast(buffer.data, src=0)
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: Iterable[Batch],
@@ -160,9 +174,13 @@ def evaluate(
 ) -> dict[str, float]:
     """Global metrics over `loader` (all workers' sums are reduced before dividing).
 
+    Under a process group every rank first takes rank 0's buffers (`sync_buffers`), so
+    the result equals a single-process evaluation of rank 0's model on the whole split.
+
     Args:
         accumulator: a `unet_core.metrics.MetricAccumulator`; it is reset first.
     """
+    sync_buffers(model)
     model.eval()
     accumulator.reset()
     dtype = autocast_dtype(amp, device)

@@ -8,8 +8,8 @@ from unet_core.engine import (
     EarlyStoppingConfig,
     Hooks,
     OptimConfig,
-    SchedulerConfig,
     Schedule,
+    SchedulerConfig,
     TrainConfig,
     Trainer,
     build_optimizer,
@@ -119,5 +119,5 @@ def test_checkpoint_loads_with_weights_only(tmp_path) -> None:
     assert loaded["epoch"] == 0
     assert not list(tmp_path.glob(".tmp-*")), "atomic save left a temp file"
     torch.save({"evil": object()}, tmp_path / "pickled.pt")
-    with pytest.raises(Exception, match="[Ww]eights only"):
+    with pytest.raises(Exception, match=r"[Ww]eights only"):
         load_checkpoint(tmp_path / "pickled.pt")

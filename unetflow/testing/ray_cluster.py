@@ -1,0 +1,164 @@
+"""A real two-node Ray cluster on 127.0.0.1 with token authentication, for tests.
+
+A head node and a worker node are separate `ray start --block` processes, each in its
+own session with its own temp folder and free ports, so the cluster is stopped by
+signalling exactly the processes it started; `ray stop` would kill every Ray process of
+the machine, including other local Ray instances.
+
+Example:
+    >>> with ray_cluster(env=s3.env()) as cluster:
+    ...     subprocess.run([...], env={**os.environ, **cluster.env()})
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from unetflow.testing.net import free_port, port_open, wait_until
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    address: str  # GCS address, 127.0.0.1:PORT
+    token: str = field(repr=False)  # never printed
+    temp_dir: Path = Path()
+
+    def env(self) -> dict[str, str]:
+        """What a driver process needs to connect (address, auth mode and token).
+
+        Ray resolves 127.0.0.1 in an address to the machine's outward IP unless
+        single-machine mode is set; the driver sets it so its traffic stays on loopback
+        (a worker node cannot: `ray start --address` refuses that mode).
+        """
+        return {
+            "RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        }  # fmt: skip
+
+
+def _port_args(head: bool) -> list[str]:
+    """Free ports for every listener Ray opens, so parallel clusters never collide."""
+    names = [
+        "--node-manager-port", "--object-manager-port", "--metrics-export-port",
+        "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
+    ]  # fmt: skip
+    if head:
+        names += ["--ray-client-server-port", "--dashboard-port"]
+    args = [arg for name in names for arg in (name, str(free_port()))]
+    low = free_port()  # a small worker-port range; free right now, good enough for a test
+    return [*args, "--min-worker-port", str(low), "--max-worker-port", str(low + 40)]
+
+
+def _start_node(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    with log.open("w") as out:
+        return subprocess.Popen(
+            [RAY, "start", "--block", "--disable-usage-stats", *args],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: stopped as a unit
+        )  # fmt: skip
+
+
+def _node_alive(log: Path, proc: subprocess.Popen) -> bool:
+    if proc.poll() is not None:
+        raise RuntimeError(f"ray start exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+    return "--block" in log.read_text(errors="replace")  # printed once the node is up
+
+
+def _stray_pids(temp_dir: Path) -> list[int]:
+    """Processes whose command line names this cluster's temp folder (workers that left
+    the process group); only ours can name it."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(temp_dir).encode() in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _stop(procs: list[subprocess.Popen], temp_dir: Path) -> None:
+    for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+        for proc in procs:
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+        for pid in _stray_pids(temp_dir):
+            with suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and (
+            any(p.poll() is None for p in procs) or _stray_pids(temp_dir)
+        ):
+            time.sleep(0.25)
+    for proc in procs:
+        proc.wait(5)
+
+
+@contextmanager
+def ray_cluster(
+    head_resources: dict[str, float] | None = None,
+    worker_resources: dict[str, float] | None = None,
+    cpus_per_node: int = 1,
+    env: dict[str, str] | None = None,
+    timeout: float = 120.0,
+) -> Iterator[RayCluster]:
+    """Start a head and a worker node on 127.0.0.1; yield once both are registered.
+
+    Args:
+        head_resources / worker_resources: custom resources of each node, e.g.
+            `{"trainer": 1}` on both to place one training worker per node.
+        env: extra environment for every Ray process (e.g. S3 credentials for
+            checkpoints written by workers).
+    """
+    temp_dir = Path(tempfile.mkdtemp(prefix="rc-", dir="/tmp"))  # short: Unix socket paths
+    token = secrets.token_hex(32)
+    node_env = {
+        **os.environ, **(env or {}),
+        "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0",
+    }  # fmt: skip
+    node_env.pop("RAY_ADDRESS", None)
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    common = ["--node-ip-address=127.0.0.1", f"--num-cpus={cpus_per_node}", "--num-gpus=0"]
+    procs: list[subprocess.Popen] = []
+    try:
+        head_log = temp_dir / "head.log"
+        procs.append(_start_node(
+            ["--head", f"--port={port}", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
+             f"--temp-dir={temp_dir / 'h'}", f"--resources={json.dumps(head_resources or {})}",
+             *common, *_port_args(head=True)],
+            node_env, head_log,
+        ))  # fmt: skip
+        wait_until(lambda: _node_alive(head_log, procs[0]), "Ray head node", timeout)
+        wait_until(lambda: port_open(port), "Ray GCS port", timeout)
+        worker_log = temp_dir / "worker.log"
+        procs.append(_start_node(
+            # 127.0.0.2, not 127.0.0.1: Ray rewrites "127.0.0.1"/"localhost" in a join
+            # address to the machine's outward IP; any other loopback address stays as is,
+            # so the nodes talk over loopback only.
+            [f"--address=127.0.0.2:{port}", f"--temp-dir={temp_dir / 'w'}",
+             f"--resources={json.dumps(worker_resources or {})}", *common, *_port_args(head=False)],
+            node_env, worker_log,
+        ))  # fmt: skip
+        wait_until(lambda: _node_alive(worker_log, procs[1]), "Ray worker node", timeout)
+        yield RayCluster(address=address, token=token, temp_dir=temp_dir)
+    finally:
+        _stop(procs, temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
