@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tune.search import SearchConfig
 from unetflow.config import ExperimentConfig
 
 
@@ -33,12 +34,14 @@ class PromoteParams(_Params):
 
 class TuneParams(_Params):
     project_dir: str = "."
-    space: str = Field("tune/spaces/hpo.yaml", description="search space YAML")
-    num_samples: int = Field(8, ge=1)
-    search_alg: str = Field("random", description="random | grid | optuna | hyperopt | bohb")
-    scheduler: str = Field("asha", description="asha | pbt | fifo")
-    name: str = Field("search", description="search name; rerun with the same name resumes")
-    smoke_test: bool = Field(False, description="tiny data, one epoch (CI)")
+    search: SearchConfig = Field(
+        default_factory=lambda: SearchConfig(space="tune/spaces/hpo.yaml", name="weekly"),
+        description="space file, algorithm, scheduler, samples; see tune/search.py",
+    )
+    base: ExperimentConfig = Field(
+        default_factory=ExperimentConfig, description="the config the space modifies"
+    )
+    resume: bool = Field(False, description="continue the search of the same name")
 
 
 class PipelineParams(_Params):

@@ -79,28 +79,49 @@ def evaluate_and_promote(params: PromoteParams = PromoteParams()) -> dict:
     return decision.as_dict()
 
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _space_path(space: str, project_dir: str) -> str:
+    # A relative space path names a file of the project, else one shipped in tune/spaces.
+    path = Path(space)
+    for root in (Path(project_dir), REPO_ROOT):
+        if not path.is_absolute() and (root / path).is_file():
+            return str((root / path).resolve())
+    return space
+
+
 @task(name="search")
 def _search(params: TuneParams):
-    from tune import run_search
+    from tune.search import run_search
 
-    return run_search(
-        space=params.space,
-        project_dir=Path(params.project_dir),
-        num_samples=params.num_samples,
-        search_alg=params.search_alg,
-        scheduler=params.scheduler,
-        name=params.name,
-        smoke_test=params.smoke_test,
+    search = params.search.model_copy(
+        update={"space": _space_path(params.search.space, params.project_dir)}
     )
+    return run_search(search, Path(params.project_dir), base=params.base, resume=params.resume)
 
 
 @flow(name="tune", log_prints=True)
 def tune(params: TuneParams = TuneParams()) -> dict:
     """Search, log every trial to MLflow; returns the best config and the Pareto front."""
     result = _search(params)
-    artifacts.table("search-results", result.table(), f"trials of search {params.name}")
-    artifacts.table("pareto-front", result.pareto_table(), "Dice vs cost, non-dominated trials")
-    return {"best_config": result.best_config.model_dump(mode="json"), "name": params.name}
+    artifacts.table("search-results", _rows(result.trials), f"trials of search {result.name}")
+    front = [{"trial_id": p.trial_id, "dice": p.dice, "cost": p.cost} for p in result.front]
+    artifacts.table("pareto-front", front, "Dice vs cost: the non-dominated trials")
+    return {
+        "name": result.name,
+        "best_trial_id": result.best_trial_id,
+        "best_metrics": result.best_metrics,
+        "best_config": result.best_config.model_dump(mode="json"),
+        "mlflow_parent_run_id": result.parent_run_id,
+    }
+
+
+def _rows(trials: list[dict]) -> list[dict]:
+    # Table artifacts hold scalars; nested values become strings.
+    return [
+        {k: v if isinstance(v, int | float | str) else str(v) for k, v in t.items()} for t in trials
+    ]
 
 
 @flow(name="pipeline", log_prints=True)

@@ -69,7 +69,7 @@ def test_pipeline_runs_end_to_end(
     masks = model.predict(batch)
     assert masks.shape == (3, 40, 36) and set(np.unique(masks)) <= {0, 1}
 
-    # A second run with another config registers version 2 and leaves the champion alone.
+    # A second run registers version 2; the champion moves only through the promotion gate.
     again = pipeline(
         PipelineParams(
             # Pinned to the first run's data version: trained from its DVC checkout.
@@ -77,11 +77,14 @@ def test_pipeline_runs_end_to_end(
                 {**TINY, "name": "tiny2", "data": {"version": result["data_version"]}}
             ),
             project_dir=str(project_dir),
-            promote=False,
+            promote=True,
         )
     )
     assert again["version"] == "2" and not again["became_champion"]
+    decision = again["promotion"]
+    assert decision["candidate_version"] == "2" and decision["champion_version"] == "1"
+    champion_now = str(client.get_model_version_by_alias("unet-seg", "champion").version)
+    assert champion_now == ("2" if decision["promoted"] else "1")
     assert again["data_version"] == result["data_version"]
     pinned = client.get_run(again["run_id"]).data.params["data.path"]
     assert pinned.endswith(result["data_version"].removesuffix(".dir"))
-    assert str(client.get_model_version_by_alias("unet-seg", "champion").version) == "1"

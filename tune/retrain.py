@@ -1,0 +1,47 @@
+"""Retrain the chosen config on train+val and register it with its search provenance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from tune.search import SearchResult
+from unet_core.data import load_split_with_stems, read_manifest, write_prepared
+
+
+def trainval_dataset(data_dir: Path, out_dir: Path) -> Path:
+    """A prepared set whose `train` split is train+val; `val` and `test` are kept.
+
+    `val` stays for monitoring only (it is now also trained on); the honest number is
+    the test split, which `train_and_register` reports.
+    """
+    manifest = read_manifest(data_dir)
+    splits = {name: load_split_with_stems(data_dir, name) for name in manifest.splits}
+    train, val = splits["train"], splits["val"]
+    splits["train"] = tuple(np.concatenate([a, b]) for a, b in zip(train, val, strict=True))
+    meta = {**manifest.meta, "derived": "train+val"}
+    write_prepared(out_dir, splits, meta=meta)
+    return out_dir
+
+
+def retrain_best(result: SearchResult, project_dir: Path, data_dir: Path) -> object:
+    """Train `result.best_config` on train+val with Ray Train and register a new version.
+
+    Returns:
+        The `unetflow.training.TrainReport` (registered name, version, test metrics).
+    """
+    from unetflow.training import train_and_register
+
+    out = Path(result.storage_path).parent / f"{result.name}-trainval-data"
+    trainval = trainval_dataset(data_dir, out)
+    cfg = result.best_config
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": str(trainval)})})
+    lineage = {
+        "search_name": result.name,
+        "trial_id": result.best_trial_id,
+        "search_parent_run_id": result.parent_run_id,
+        "trained_on": "train+val",
+    }
+    version = read_manifest(trainval).meta.get("data_version") or "trainval"
+    return train_and_register(cfg, project_dir, str(version), lineage)

@@ -1,0 +1,241 @@
+"""The driver side of a search: build or restore the Tuner, run it, summarise, log."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+
+from tune import algorithms, mlflow_logging
+from tune.pareto import TrialPoint, choose, log_front, pareto_front
+from tune.search import (
+    STATE_FILE,
+    SearchConfig,
+    SearchResult,
+    best_config_of,
+    max_concurrent,
+    save_state,
+    storage_root,
+)
+from tune.space import SearchSpace
+from tune.trainable import train_trial
+from unetflow.config import ExperimentConfig, flatten
+from unetflow.errors import UsageError
+
+
+def execute(
+    search: SearchConfig,
+    space: SearchSpace,
+    base: ExperimentConfig,
+    data_dir: Path,
+    project_dir: Path,
+    resume: bool,
+) -> SearchResult:
+    from unetflow.ray_train import ensure_ray
+
+    root = storage_root(search, project_dir)
+    path = str(Path(root) / search.name)
+    if resume and not Tuner.can_restore(path):
+        raise UsageError(f"search {search.name!r} has no Tune state in {path}; start it anew")
+    if not resume and Tuner.can_restore(path):
+        raise UsageError(
+            f"search {search.name!r} already exists in {path}; "
+            f"resume it with --resume {search.name} or pick another --name"
+        )
+    save_state(Path(root) / f"{search.name}.{STATE_FILE}", search, base, data_dir)
+    ensure_ray()  # after the checks: a refused search costs no cluster start-up
+    tracking = _start_tracking(search, space, base, project_dir) if search.track else None
+    trainable = _trainable(search, space, base, data_dir, tracking, path)
+    try:
+        if resume:
+            tuner = Tuner.restore(path, trainable=trainable, resume_errored=True)
+        else:
+            tuner = _new_tuner(search, space, base, trainable, root)
+        grid = tuner.fit()
+    except BaseException:
+        if tracking:
+            mlflow_logging.finish(tracking["uri"], tracking["parent_run_id"], "FAILED")
+        raise
+    result = _summarise(search, space, base, grid, tracking, path)
+    if search.retrain:
+        from tune.retrain import retrain_best
+
+        result.registered = retrain_best(result, project_dir, data_dir)
+    return result
+
+
+def _trainable(
+    search: SearchConfig,
+    space: SearchSpace,
+    base: ExperimentConfig,
+    data_dir: Path,
+    tracking: dict[str, str] | None,
+    path: str,
+) -> Any:
+    setup = {
+        "base": base.model_dump_json(),
+        "specs": {k: v.model_dump(mode="json") for k, v in space.params.items()},
+        "data_dir": str(data_dir),
+        "tracking": tracking,
+        "latency": search.cost == "latency_ms",
+        "storage": str(Path(path) / "train"),
+    }
+    if base.scaling.num_workers > 1:
+        # The trial only drives a TorchTrainer; its workers hold the CPUs/GPUs. Tune refuses
+        # an empty request, so the driver asks for a token amount of memory (1 MiB) only.
+        resources = {"cpu": 0, "memory": 2**20}
+    else:
+        resources = {"cpu": search.cpus_per_trial, "gpu": search.gpus_per_trial}
+    return tune.with_resources(tune.with_parameters(train_trial, setup=setup), resources)
+
+
+def _new_tuner(
+    search: SearchConfig, space: SearchSpace, base: ExperimentConfig, trainable: Any, root: str
+) -> Tuner:
+    searcher, scheduler = algorithms.build(search, space)
+    param_space = space.to_tune()
+    grid_size = math.prod(len(p.values) for p in space.params.values() if p.dist == "grid")
+    trials = search.num_samples * grid_size
+    return Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=search.num_samples,
+            max_concurrent_trials=max_concurrent(search, base, trials),
+            trial_dirname_creator=_trial_dirname,
+            reuse_actors=search.reuse_actors,
+        ),
+        run_config=RunConfig(
+            name=search.name,
+            storage_path=root,
+            # Tune snapshots its experiment state each time a trial has written num_to_keep
+            # checkpoints: 2 halves those snapshots at the cost of one extra checkpoint.
+            # PBT exploits other trials' checkpoints: keep more so none vanish too early.
+            checkpoint_config=CheckpointConfig(num_to_keep=4 if search.scheduler == "pbt" else 2),
+            failure_config=FailureConfig(max_failures=search.max_failures),
+            verbose=1,
+        ),
+    )
+
+
+def _trial_dirname(trial: Any) -> str:
+    # Tune's default names embed every sampled value: paths too long for some filesystems.
+    return f"trial_{trial.trial_id}"
+
+
+def _start_tracking(
+    search: SearchConfig, space: SearchSpace, base: ExperimentConfig, project_dir: Path
+) -> dict[str, str]:
+    import mlflow
+
+    from unetflow import tracking
+
+    uri = tracking.tracking_uri(project_dir)
+    mlflow.set_tracking_uri(uri)
+    experiment_id = tracking.ensure_experiment(base.tracking.experiment, project_dir)
+    tags = {"unetflow.search_alg": search.search_alg, "unetflow.scheduler": search.scheduler,
+            "unetflow.search_space": space.name}  # fmt: skip
+    parent = mlflow_logging.parent_run(uri, experiment_id, search.name, tags)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    params = {f"search.{k}": v for k, v in search.model_dump(mode="json").items()}
+    params.update({f"base.{k}": v for k, v in flatten(base).items()})
+    existing = client.get_run(parent).data.params
+    for key, value in params.items():
+        if key not in existing:
+            client.log_param(parent, key, str(value)[:6000])
+    return {"uri": uri, "experiment_id": experiment_id, "parent_run_id": parent,
+            "search_name": search.name}  # fmt: skip
+
+
+def _trial_rows(grid: Any, search: SearchConfig) -> list[dict[str, Any]]:
+    rows = []
+    for result in grid:
+        df = result.metrics_dataframe
+        history = df.to_dict("records") if df is not None and len(df) else []
+        dice = [r[search.metric] for r in history if search.metric in r]
+        best = (max(dice) if search.mode == "max" else min(dice)) if dice else None
+        last = history[-1] if history else {}
+        sampled = {k.removeprefix("config/"): v for k, v in (result.config or {}).items()}
+        rows.append({
+            "trial_id": (result.metrics or {}).get("trial_id") or Path(result.path).name,
+            "trial_name": Path(result.path).name, "config": sampled,
+            "best": best, "epochs": len(history), "last": last,
+            "error": str(result.error).split("\n")[0] if result.error else None,
+        })  # fmt: skip
+    return rows
+
+
+def _summarise(
+    search: SearchConfig,
+    space: SearchSpace,
+    base: ExperimentConfig,
+    grid: Any,
+    tracking: dict[str, str] | None,
+    path: str,
+) -> SearchResult:
+    rows = _trial_rows(grid, search)
+    cost = search.cost or "params"
+    points = [
+        TrialPoint(r["trial_id"], float(r["best"]), float(r["last"].get(cost, math.nan)), r["config"])
+        for r in rows if r["best"] is not None
+    ]  # fmt: skip
+    if not points:
+        errors = [f"{r['trial_id']}: {r['error']}" for r in rows if r["error"]]
+        raise RuntimeError(f"no trial of {search.name} reported {search.metric}; {errors[:3]}")
+    front = pareto_front(points)
+    sign = 1 if search.mode == "max" else -1
+    best = (
+        choose(front, search.max_cost) if search.cost else max(points, key=lambda p: sign * p.dice)
+    )
+    best_cfg = best_config_of(base, space, best.config)
+    total_epochs = sum(r["epochs"] for r in rows)
+    summary = {f"best_{search.metric}": best.dice, "total_epochs": total_epochs,
+               "num_trials": len(rows), "front_size": len(front)}  # fmt: skip
+    result = SearchResult(
+        name=search.name, storage_path=path,
+        parent_run_id=tracking["parent_run_id"] if tracking else None,
+        best_trial_id=best.trial_id, best_config=best_cfg,
+        best_metrics={search.metric: best.dice, cost: best.cost}, front=front,
+        trials=rows, total_epochs=total_epochs,
+        errors=[f"{r['trial_id']}: {r['error']}" for r in rows if r["error"]],
+    )  # fmt: skip
+    if tracking:
+        _log_summary(tracking, rows, points, front, cost, summary, best, best_cfg)
+    if tracking:
+        mlflow_logging.finish(tracking["uri"], tracking["parent_run_id"])
+    return result
+
+
+def _log_summary(
+    tracking: dict[str, str],
+    rows: list[dict[str, Any]],
+    points: list[TrialPoint],
+    front: list[TrialPoint],
+    cost: str,
+    summary: dict[str, float],
+    best: TrialPoint,
+    best_cfg: ExperimentConfig,
+) -> None:
+    """Final metrics per child run, summary + front + best config on the parent."""
+    import mlflow
+    import yaml
+
+    uri, parent = tracking["uri"], tracking["parent_run_id"]
+    for r in rows:
+        logger = mlflow_logging.TrialLogger(tracking, r["trial_id"], r["trial_name"])
+        final = {"final_best_val_metric": r["best"], "epochs_run": r["epochs"]}
+        logger.log_metrics({k: v for k, v in final.items() if v is not None}, step=r["epochs"])
+        logger.finish("FAILED" if r["error"] else "FINISHED")
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    client.log_batch(parent, metrics=[
+        mlflow.entities.Metric(k, float(v), 0, 0) for k, v in summary.items()
+    ])  # fmt: skip
+    client.set_tag(parent, "unetflow.best_trial_id", best.trial_id)
+    client.log_text(parent, yaml.safe_dump(best_cfg.model_dump(mode="json"), sort_keys=False),
+                    "best_config.yaml")  # fmt: skip
+    log_front(uri, parent, points, front, cost)
