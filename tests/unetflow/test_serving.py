@@ -20,7 +20,7 @@ from unet_core.models import create_model, get_model_config
 from unet_core.package import InferenceSpec, save_package
 from unetflow import tracking
 from unetflow.cli import main
-from unetflow.testing.net import free_port, stop, wait_until
+from unetflow.testing.net import free_port, http_ok, stop, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -43,11 +43,7 @@ def logged_model(tmp_path: Path, monkeypatch) -> str:
 
 
 def _ping(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
+    return http_ok(f"http://127.0.0.1:{port}/ping")
 
 
 def test_logged_model_predicts_in_process_cli_and_server(logged_model: str, tmp_path: Path):

@@ -13,23 +13,14 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 
-from unetflow.testing.net import free_port, wait_until
+from unetflow.testing.net import free_port, http_ok, wait_until
 from unetflow.testing.postgres import create_database, postgres_server
 from unetflow.testing.s3 import s3_server
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 @contextmanager
@@ -66,7 +57,9 @@ def mlflow_server(
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: _healthy(url), "mlflow server", timeout, proc=proc, log=str(log))
+        wait_until(
+            lambda: http_ok(f"{url}/health"), "mlflow server", timeout, proc=proc, log=str(log)
+        )
         yield url
     finally:
         _stop_group(proc)

@@ -7,20 +7,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from unetflow.testing.net import free_port, stop, wait_until
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
+from unetflow.testing.net import free_port, http_ok, stop, wait_until
 
 
 def server_env(home: Path, database_url: str | None) -> dict[str, str]:
@@ -47,7 +38,9 @@ def prefect_server(database_url: str | None = None) -> Iterator[str]:
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}/api"
     try:
-        wait_until(lambda: _healthy(url), "prefect server", timeout=120, proc=proc, log=str(log))
+        wait_until(
+            lambda: http_ok(f"{url}/health"), "prefect server", timeout=120, proc=proc, log=str(log)
+        )
         yield url
     finally:
         stop(proc)
