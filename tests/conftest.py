@@ -11,6 +11,8 @@ import yaml
 
 # Ray reads its auth mode at import: token auth on before any test imports ray.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+# A local Ray stays on 127.0.0.1 (Ray otherwise rewrites it to the machine's outward IP).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 # No telemetry from the test Prefect server: it only adds SQLite lock contention.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 

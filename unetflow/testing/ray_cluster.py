@@ -40,9 +40,8 @@ class RayCluster:
     def env(self) -> dict[str, str]:
         """What a driver process needs to connect (address, auth mode and token).
 
-        Ray resolves 127.0.0.1 in an address to the machine's outward IP unless
-        single-machine mode is set; the driver sets it so its traffic stays on loopback
-        (a worker node cannot: `ray start --address` refuses that mode).
+        The driver runs in Ray's single-node mode, like the head, so 127.0.0.1 stays
+        127.0.0.1 and it attaches to the head node.
         """
         return {
             "RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
@@ -134,28 +133,33 @@ def ray_cluster(
         "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0",
     }  # fmt: skip
     node_env.pop("RAY_ADDRESS", None)
+    # Every node on its own loopback address, so no traffic leaves lo. Ray rewrites
+    # "127.0.0.1"/"localhost" to the machine's outward IP except in its single-node
+    # mode, in which it also binds to 127.0.0.1 only. The head runs in that mode; a
+    # joining node may not, so it takes 127.0.0.3 and names the head by the IPv4-mapped
+    # form [::ffff:127.0.0.1], which Ray does not rewrite.
+    head_env = {**node_env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    worker_env = {k: v for k, v in node_env.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
     port = free_port()
     address = f"127.0.0.1:{port}"
-    common = ["--node-ip-address=127.0.0.1", f"--num-cpus={cpus_per_node}", "--num-gpus=0"]
+    common = [f"--num-cpus={cpus_per_node}", "--num-gpus=0"]
     procs: list[subprocess.Popen] = []
     try:
         head_log = temp_dir / "head.log"
         procs.append(_start_node(
             ["--head", f"--port={port}", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
              f"--temp-dir={temp_dir / 'h'}", f"--resources={json.dumps(head_resources or {})}",
-             *common, *_port_args(head=True)],
-            node_env, head_log,
+             "--node-ip-address=127.0.0.1", *common, *_port_args(head=True)],
+            head_env, head_log,
         ))  # fmt: skip
         wait_until(lambda: _node_alive(head_log, procs[0]), "Ray head node", timeout)
         wait_until(lambda: port_open(port), "Ray GCS port", timeout)
         worker_log = temp_dir / "worker.log"
         procs.append(_start_node(
-            # 127.0.0.2, not 127.0.0.1: Ray rewrites "127.0.0.1"/"localhost" in a join
-            # address to the machine's outward IP; any other loopback address stays as is,
-            # so the nodes talk over loopback only.
-            [f"--address=127.0.0.2:{port}", f"--temp-dir={temp_dir / 'w'}",
-             f"--resources={json.dumps(worker_resources or {})}", *common, *_port_args(head=False)],
-            node_env, worker_log,
+            [f"--address=[::ffff:127.0.0.1]:{port}", "--node-ip-address=127.0.0.3",
+             f"--temp-dir={temp_dir / 'w'}", f"--resources={json.dumps(worker_resources or {})}",
+             *common, *_port_args(head=False)],
+            worker_env, worker_log,
         ))  # fmt: skip
         wait_until(lambda: _node_alive(worker_log, procs[1]), "Ray worker node", timeout)
         yield RayCluster(address=address, token=token, temp_dir=temp_dir)
