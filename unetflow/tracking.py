@@ -25,7 +25,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
-from unetflow.serving import PACKAGE_ARTIFACT, UNetSegmenter
+from unetflow.serving import PACKAGE_ARTIFACT
+
+# Executed by MLflow when the model loads (models from code), so no pickle is logged.
+PYFUNC_ENTRY = Path(__file__).with_name("pyfunc_entry.py")
 
 TAG = "unetflow."  # prefix of every lineage tag
 CONFIG_ARTIFACT = "config.yaml"  # the resolved config of a run; `unetflow lineage` reads it
@@ -173,7 +176,7 @@ def log_model(package: Path, input_example: np.ndarray, in_channels: int, spatia
     """Log the model package as a pyfunc model in the active run; returns its model URI."""
     info = mlflow.pyfunc.log_model(
         name="model",
-        python_model=UNetSegmenter(),
+        python_model=str(PYFUNC_ENTRY),  # models from code: nothing pickled
         artifacts={PACKAGE_ARTIFACT: str(package)},
         signature=model_signature(in_channels, spatial_dims),
         input_example=input_example,

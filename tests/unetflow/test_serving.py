@@ -93,3 +93,11 @@ def test_logged_model_predicts_in_process_cli_and_server(logged_model: str, tmp_
         assert err.value.code in (400, 422)
     finally:
         stop(proc)
+
+
+def test_logged_model_is_code_not_a_pickle(logged_model: str, tmp_path: Path) -> None:
+    # Models from code: loading runs the stored entry file, never unpickles an object.
+    local = Path(mlflow.artifacts.download_artifacts(logged_model, dst_path=str(tmp_path)))
+    names = {p.name for p in local.rglob("*")}
+    assert "python_model.pkl" not in names
+    assert "pyfunc_entry.py" in names
