@@ -40,6 +40,9 @@ format: install
 bench: install  ## benchmarks print tables and write bench/results/
 	$(PY) bench/bench_models.py --quick
 	$(PY) bench/bench_augment.py --quick
+	$(PY) bench/bench_ray_train.py --quick
+	$(PY) bench/bench_inference.py --quick
+	$(PY) bench/bench_tune.py --quick
 
 lock: install  ## re-pin constraints.txt from the current environment
 	$(PY) -m pip freeze --exclude-editable | sed 's/^torch==\([0-9.]*\)+cpu/torch==\1/' \
