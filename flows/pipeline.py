@@ -47,9 +47,15 @@ def train(params: TrainParams = TrainParams()) -> dict:
         config, version = pin_data_version(config, params.project_dir)
     else:
         version = reproduce_data(params.project_dir)
-    report = train_model(config, params.project_dir, version)
+    report, reused = _train(config, params.project_dir, version)
     artifacts.train_summary(report, version)
-    return {"data_version": version, **report.__dict__}
+    return {"data_version": version, "reused": reused, **report.__dict__}
+
+
+def _train(config: ExperimentConfig, project_dir: str, version: str):
+    """Train (or reuse the cached result for the same inputs); returns (report, reused)."""
+    state = train_model(config, project_dir, version, return_state=True)
+    return state.result(), state.name == "Cached"
 
 
 @task(
@@ -133,10 +139,10 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:
         config = ExperimentConfig.model_validate(tune(params.tune)["best_config"])
     if config.data.version:
         config, version = pin_data_version(config, params.project_dir)
-    report = train_model(config, params.project_dir, version)
+    report, reused = _train(config, params.project_dir, version)
     artifacts.train_summary(report, version)
-    result = {"data_version": version, **report.__dict__}
-    if params.promote and not report.became_champion:
+    result = {"data_version": version, "reused": reused, **report.__dict__}
+    if params.promote and not report.became_champion and not reused:
         promote = PromoteParams(
             project_dir=params.project_dir,
             model_name=report.registered_name,

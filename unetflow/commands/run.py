@@ -17,7 +17,9 @@ def _print_result(result: dict, project_dir: Path) -> None:
     print(f"data version:   {result['data_version']} (DVC, {project_dir / 'dvc.lock'})")
     print(f"test Dice/IoU:  {metrics['test_dice']:.4f} / {metrics['test_iou']:.4f}")
     print(f"MLflow run:     {result['run_id']}")
-    champion = "  (now @champion)" if result["became_champion"] else ""
+    if result.get("reused"):
+        print("training:       reused: same config and data as an earlier run")
+    champion = "  (@champion)" if result["became_champion"] else ""
     print(f"model version:  models:/{result['registered_name']}/{result['version']}{champion}")
     print(f"checkpoints:    {result['storage_path']}/{result['ray_run_name']}")
     if not os.environ.get("MLFLOW_TRACKING_URI"):
