@@ -1,60 +1,25 @@
 """The Tune trial: resolve the sampled config, train with the engine, report every epoch.
 
-A single-worker trial trains in the trial process (`build_trainer` + `fit`, reporting
-through `ray.tune.report` from the epoch hook). A trial whose config asks for several
-workers (`scaling.num_workers > 1`) builds a Ray Train `TorchTrainer` inside the trial
-(Train V2: `Tuner(trainer)` is gone) and forwards its reports to Tune.
+A single-worker trial trains in the trial process (`tune.trial.train_in_process`,
+reporting through `ray.tune.report` after every epoch). A trial whose config asks for
+several workers (`scaling.num_workers > 1`) builds a Ray Train `TorchTrainer` inside the
+trial (Train V2: `Tuner(trainer)` is gone) and forwards its reports to Tune.
 """
 
 from __future__ import annotations
 
-import tempfile
-import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ray.tune
-import torch
 
-from tune.mlflow_logging import TrialLogger
 from tune.space import ParamSpec, resolve_config
-from unet_core.data import read_manifest
-from unet_core.engine import (
-    CHECKPOINT_FILE,
-    EpochResult,
-    Hooks,
-    fit,
-    load_checkpoint,
-    save_checkpoint,
-)
-from unet_core.models import create_model, describe
-from unetflow.builders import build_trainer
+from tune.trial import model_cost, train_in_process, trial_device
+from unet_core.engine import CHECKPOINT_FILE, load_checkpoint
 from unetflow.config import ExperimentConfig, flatten
 
-COST_KEYS = ("params", "flops", "latency_ms")
-
-
-def model_cost(cfg: ExperimentConfig, data_dir: Path, latency: bool = False) -> dict[str, float]:
-    """Parameters, forward FLOPs per image and (optionally) CPU latency per image in ms."""
-    manifest = read_manifest(data_dir)
-    model = create_model(cfg.model)
-    shape = (1, cfg.model.in_channels, *manifest.spatial_shape)
-    info = describe(model, shape)
-    out = {"params": float(info.parameters), "flops": float(info.flops_per_sample)}
-    if latency:
-        out["latency_ms"] = _latency_ms(model, shape)
-    return out
-
-
-def _latency_ms(model: torch.nn.Module, shape: tuple[int, ...], repeats: int = 5) -> float:
-    model.eval()
-    x = torch.zeros(shape)
-    with torch.no_grad():
-        model(x)  # warm-up: first call allocates
-        started = time.perf_counter()
-        for _ in range(repeats):
-            model(x)
-    return 1000 * (time.perf_counter() - started) / repeats
+if TYPE_CHECKING:
+    from tune.mlflow_logging import TrialLogger
 
 
 def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
@@ -72,6 +37,9 @@ def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
     ctx = ray.tune.get_context()
     logger = None
     if setup.get("tracking"):
+        # Imported here: mlflow costs every trial process ~0.5 s of start-up, untracked too.
+        from tune.mlflow_logging import TrialLogger
+
         logger = TrialLogger(setup["tracking"], ctx.get_trial_id(), ctx.get_trial_name())
         logger.log_params({**flatten(cfg), **{f"sampled.{k}": v for k, v in config.items()}})
     costs = model_cost(cfg, data_dir, latency=setup.get("latency", False))
@@ -84,25 +52,19 @@ def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
 def _fit_single_worker(
     cfg: ExperimentConfig, data_dir: Path, costs: dict[str, float], logger: TrialLogger | None
 ) -> None:
-    use_gpu = cfg.scaling.use_gpu and torch.cuda.is_available()
-    device = torch.device("cuda" if use_gpu else "cpu")
-    trainer = build_trainer(cfg, data_dir, device)
-
-    def on_epoch_end(result: EpochResult, state: dict) -> None:
-        metrics = {**result.metrics, **costs, "epoch": result.epoch}
+    def report(metrics: dict[str, float], checkpoint_dir: Path) -> None:
         if logger is not None:
-            logger.log_epoch(metrics, result.epoch)
-        with tempfile.TemporaryDirectory() as tmp:
-            save_checkpoint({**state, "config": cfg.model_dump_json()}, Path(tmp) / CHECKPOINT_FILE)
-            ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(tmp))
+            logger.log_epoch(metrics, int(metrics["epoch"]))
+        ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(checkpoint_dir))
 
-    trainer.hooks = Hooks(on_epoch_end=on_epoch_end)
     resume = None
     checkpoint = ray.tune.get_checkpoint()
     if checkpoint is not None:  # a restored or restarted trial continues, not restarts
         with checkpoint.as_directory() as ckpt_dir:
-            resume = load_checkpoint(Path(ckpt_dir) / CHECKPOINT_FILE, map_location=device)
-    fit(trainer, resume)
+            resume = load_checkpoint(
+                Path(ckpt_dir) / CHECKPOINT_FILE, map_location=trial_device(cfg)
+            )
+    train_in_process(cfg, data_dir, costs, report, resume)
     if logger is not None:
         logger.finish()
 
