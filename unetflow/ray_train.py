@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,13 +90,23 @@ def _epoch_hook(
 
 def _print_progress(cfg: ExperimentConfig, result: EpochResult) -> None:
     m = result.metrics
-    print(
+    say(
         f"epoch {result.epoch + 1}/{cfg.train.epochs} "
         f"train_loss={m['train_loss']:.4f} val_loss={m.get('val_loss', float('nan')):.4f} "
         f"val_dice={m['val_dice']:.4f} val_iou={m['val_iou']:.4f} "
-        f"({result.seconds:.1f}s{', best' if result.improved else ''})",
-        flush=True,
+        f"({result.seconds:.1f}s{', best' if result.improved else ''})"
     )
+
+
+def say(line: str) -> None:
+    """One line to the worker's stdout, which Ray forwards to the driver once.
+
+    Ray Train V2 patches `print` in its workers to log each line and, because a Ray
+    worker's `sys.stdout` is a wrapper, to print it as well: every line reached the
+    driver twice. Writing to the stream directly passes neither.
+    """
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def checkpoint_extras(cfg: ExperimentConfig, data_dir: Path) -> dict[str, str]:
@@ -123,7 +134,7 @@ def train_worker(payload: dict[str, Any]) -> None:
         with checkpoint.as_directory() as ckpt_dir:
             resume = load_checkpoint(Path(ckpt_dir) / CHECKPOINT_FILE, map_location=device)
         if rank == 0:
-            print(f"resuming after epoch {resume['epoch'] + 1} from {checkpoint.path}", flush=True)
+            say(f"resuming after epoch {resume['epoch'] + 1} from {checkpoint.path}")
     fit(trainer, resume)
 
 
