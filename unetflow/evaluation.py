@@ -17,7 +17,7 @@ from torch import nn
 
 from unet_core.data import PreparedDataset
 from unet_core.inference import logits_to_mask, predict_logits
-from unet_core.metrics import per_image_metrics
+from unet_core.metrics import MetricAccumulator, per_image_metrics
 from unet_core.package import InferenceSpec
 
 TABLE_METRICS = ("dice", "iou", "precision", "recall", "hd95")
@@ -40,13 +40,21 @@ def predict_split(
     split: str,
     limit: int | None = None,
     batch_size: int = 8,
+    accumulator: MetricAccumulator | None = None,
 ) -> SplitPrediction:
-    """Predict masks for (the first `limit` images of) a split with the package's spec."""
+    """Predict masks for (the first `limit` images of) a split with the package's spec.
+
+    Args:
+        accumulator: also fed every batch's logits and targets, so the split's global
+            metrics come from this same pass (a large 3D test set is read and predicted
+            once, not once per consumer). Build it with the spec's mode and threshold.
+    """
     if spec.mode == "multilabel":
         raise ValueError("per-image evaluation supports binary and multiclass models only")
     data = PreparedDataset(data_dir, split, normalize=False)
     count = len(data) if limit is None else min(limit, len(data))
     images = np.asarray(data.images[:count], dtype=np.float32)
+    targets = np.asarray(data.masks[:count])
     preds = []
     device = next(model.parameters()).device
     for start in range(0, count, batch_size):
@@ -54,11 +62,14 @@ def predict_split(
         logits = predict_logits(
             model, spec.normalize(batch), patch=spec.patch, overlap=spec.overlap
         )
+        if accumulator is not None:
+            truth = torch.from_numpy(targets[start : start + batch_size].astype(np.int64))
+            accumulator.update(logits.cpu(), truth)
         preds.append(logits_to_mask(logits, spec.mode, spec.threshold).cpu().numpy())
     return SplitPrediction(
         stems=[str(s) for s in data.stems[:count]],
         images=images,
-        targets=np.asarray(data.masks[:count]),
+        targets=targets,
         preds=np.concatenate(preds) if preds else np.zeros((0,), np.uint8),
     )
 

@@ -1,5 +1,9 @@
 """One tracked training run: Ray Train fit -> test evaluation -> MLflow model + registry.
 
+The test split is read and predicted once, through the model package (what
+`models:/...` serves): its global metrics, the per-image table and the logged input
+example all come from that pass.
+
 Called by the Prefect flows and the CLI; knows nothing about Prefect.
 """
 
@@ -10,13 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import torch
 import yaml
 from mlflow import MlflowClient
 from torch.utils.data import DataLoader
 
 from unet_core.data import PreparedDataset, read_manifest
+from unet_core.data.prepared import read_shard
 from unet_core.engine import CHECKPOINT_FILE, evaluate, load_checkpoint
+from unet_core.metrics import MetricAccumulator
 from unet_core.models import create_model
 from unet_core.package import InferenceSpec, load_package, save_package
 from unetflow import datasets, evaluation, plots, tracking
@@ -70,10 +77,34 @@ def _package(cfg: ExperimentConfig, weights: dict, data_dir: Path, out: Path) ->
     return save_package(out / "model.pt", weights, cfg.model, spec)
 
 
-def _input_example(data_dir: Path) -> torch.Tensor:
+@dataclass(frozen=True)
+class TestEvaluation:
+    """The test split, read and predicted once through the package (the served path)."""
+
+    metrics: dict[str, float]  # test_dice, test_iou, ... over the whole split
+    prediction: evaluation.SplitPrediction | None  # None for multilabel (no label maps)
+    example: np.ndarray  # [1, C, *spatial] raw intensities: the logged input example
+
+
+def evaluate_test(
+    cfg: ExperimentConfig, weights: dict, package: Path, data_dir: Path
+) -> TestEvaluation:
+    """Global test metrics, per-image predictions and the input example from one pass.
+
+    Binary and multiclass models are evaluated as users get them from `models:/...`
+    (the package's sliding window and threshold). Multilabel models have no label-map
+    predictions, so their metrics come from a plain forward pass (`evaluate_split`).
+    """
+    if cfg.loss.mode == "multilabel":
+        first_shard = read_manifest(data_dir).shards("test")[0].file
+        example = read_shard(data_dir / first_shard)[0][:1].astype(np.float32)
+        return TestEvaluation(evaluate_split(cfg, weights, data_dir, "test"), None, example)
+    model, _, spec = load_package(package)
+    acc = MetricAccumulator(cfg.model.out_channels, mode=spec.mode, threshold=spec.threshold)
+    prediction = evaluation.predict_split(model, spec, data_dir, "test", accumulator=acc)
+    metrics = {f"test_{k}": v for k, v in acc.compute().items()}
     # Raw intensities, as a user would send them: the pyfunc model normalises itself.
-    images, _ = PreparedDataset(data_dir, "test", normalize=False)[0]
-    return images[None].numpy()
+    return TestEvaluation(metrics, prediction, prediction.images[:1])
 
 
 def train_and_register(
@@ -109,14 +140,15 @@ def train_and_register(
         )  # fmt: skip
         with outcome.best_checkpoint.as_directory() as ckpt_dir:
             weights = load_checkpoint(Path(ckpt_dir) / CHECKPOINT_FILE)["model"]
-        test_metrics = evaluate_split(cfg, weights, data_dir, "test")
-        mlflow.log_metrics(test_metrics)
-        mlflow.log_metric("best_epoch", float(outcome.best_metrics.get("epoch", -1)))
         with tempfile.TemporaryDirectory() as tmp:
             package = _package(cfg, weights, data_dir, Path(tmp))
-            _log_artifacts(cfg, package, data_dir, run.info.run_id, Path(tmp))
+            test = evaluate_test(cfg, weights, package, data_dir)
+            test_metrics = test.metrics
+            mlflow.log_metrics(test_metrics)
+            mlflow.log_metric("best_epoch", float(outcome.best_metrics.get("epoch", -1)))
+            _log_artifacts(cfg, package, data_dir, run.info.run_id, Path(tmp), test.prediction)
             model_uri = tracking.log_model(
-                package, _input_example(data_dir), cfg.model.in_channels, cfg.model.spatial_dims
+                package, test.example, cfg.model.in_channels, cfg.model.spatial_dims
             )
         dice = test_metrics.get("test_dice", float("nan"))
         reg = tracking.register(
@@ -143,7 +175,12 @@ def _version_description(cfg: ExperimentConfig, data_version: str, dice: float) 
 
 
 def _log_artifacts(
-    cfg: ExperimentConfig, package: Path, data_dir: Path, run_id: str, tmp: Path
+    cfg: ExperimentConfig,
+    package: Path,
+    data_dir: Path,
+    run_id: str,
+    tmp: Path,
+    test: evaluation.SplitPrediction | None,
 ) -> None:
     """Learning curves, validation predictions of the best epoch, per-image test table."""
     client = MlflowClient()
@@ -152,13 +189,12 @@ def _log_artifacts(
         for key in ("train_loss", "val_loss", "val_dice", "val_iou")
     }
     mlflow.log_artifact(str(plots.learning_curves(history, tmp / "learning_curves.png")), "plots")
-    if cfg.loss.mode == "multilabel":
+    if test is None:
         print("per-image table and prediction grid: not available for multilabel models")
         return
     model, _, spec = load_package(package)
     val = evaluation.predict_split(model, spec, data_dir, "val", limit=GRID_IMAGES)
     mlflow.log_artifact(str(plots.prediction_grid(val, tmp / "val_predictions.png")), "plots")
-    test = evaluation.predict_split(model, spec, data_dir, "test")
     rows = evaluation.per_image_table(test, cfg.model.out_channels if spec.mode != "binary" else 1)
     mlflow.log_table(evaluation.table_columns(rows), artifact_file=PER_IMAGE_ARTIFACT)
     mlflow.log_metric("test_dice_per_image_mean", evaluation.mean_metric(rows, "dice"))

@@ -1,0 +1,46 @@
+"""Test-split evaluation of a trained run: one read, one prediction, the served path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import unet_core.data.datasets as datasets_module
+from unet_core.data import PreparedDataset
+from unet_core.models import create_model
+from unetflow.config import parse_config
+from unetflow.training import _package, evaluate_split, evaluate_test
+
+
+@pytest.mark.parametrize(("mode", "channels"), [("binary", 1), ("multiclass", 2)])
+def test_one_pass_gives_the_metrics_of_a_plain_evaluation(
+    prepared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, channels: int
+) -> None:
+    cfg = parse_config({
+        "model": {"preset": "unet", "base_channels": 8, "depth": 2, "out_channels": channels},
+        "loss": {"name": "dice_bce" if mode == "binary" else "ce", "mode": mode},
+    })  # fmt: skip
+    torch.manual_seed(0)
+    weights = create_model(cfg.model).state_dict()
+    package = _package(cfg, weights, prepared_dir, tmp_path)
+    expected = evaluate_split(cfg, weights, prepared_dir, "test")
+
+    reads: list[str] = []
+    real = datasets_module.load_split_with_stems
+    monkeypatch.setattr(
+        datasets_module, "load_split_with_stems",
+        lambda d, split, **kw: reads.append(split) or real(d, split, **kw),
+    )  # fmt: skip
+    test = evaluate_test(cfg, weights, package, prepared_dir)
+
+    assert reads == ["test"]  # read once, for metrics, table and example alike
+    assert set(test.metrics) == set(expected) - {"test_loss"}
+    for key, value in expected.items():
+        if key != "test_loss":
+            assert test.metrics[key] == pytest.approx(value, abs=1e-9), key
+    raw = PreparedDataset(prepared_dir, "test", normalize=False).images
+    assert test.prediction is not None and len(test.prediction.preds) == len(raw)
+    np.testing.assert_array_equal(test.example, raw[:1])
