@@ -49,13 +49,22 @@ def train(params: TrainParams = TrainParams()) -> dict:
         version = reproduce_data(params.project_dir)
     report, reused = _train(config, params.project_dir, version)
     artifacts.train_summary(report, version)
-    return {"data_version": version, "reused": reused, **report.__dict__}
+    result = {"data_version": version, "reused": reused, **report.__dict__}
+    return {**result, "champion_version": _champion(config, params.project_dir)}
 
 
 def _train(config: ExperimentConfig, project_dir: str, version: str):
     """Train (or reuse the cached result for the same inputs); returns (report, reused)."""
     state = train_model(config, project_dir, version, return_state=True)
     return state.result(), state.name == "Cached"
+
+
+def _champion(config: ExperimentConfig, project_dir: str) -> str | None:
+    # Read from the registry now: a reused (cached) report says what happened back then.
+    from unetflow.tracking import champion_version
+
+    tracking = config.tracking
+    return champion_version(Path(project_dir), tracking.registered_model, tracking.champion_alias)
 
 
 @task(
@@ -150,4 +159,5 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:
             margin=params.margin,
         )
         result["promotion"] = evaluate_and_promote(promote)
+    result["champion_version"] = _champion(config, params.project_dir)
     return result

@@ -199,6 +199,11 @@ def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
         return None
 
 
+def champion_version(project_dir: Path, name: str, alias: str) -> str | None:
+    """The version `alias` of model `name` points at now, in the project's tracking store."""
+    return alias_version(MlflowClient(tracking_uri=tracking_uri(project_dir)), name, alias)
+
+
 def register(
     model_uri: str,
     name: str,

@@ -49,6 +49,7 @@ def test_pipeline_runs_end_to_end(
 
     assert result["data_version"] == dvc_data.data_version(project_dir)
     assert result["became_champion"] and result["version"] == "1" and not result["reused"]
+    assert result["champion_version"] == "1"
     assert 0.0 <= result["test_metrics"]["test_dice"] <= 1.0
 
     mlflow.set_tracking_uri(f"sqlite:///{project_dir / '.unetflow' / 'mlflow.db'}")
@@ -85,6 +86,7 @@ def test_pipeline_runs_end_to_end(
     assert decision["candidate_version"] == "2" and decision["champion_version"] == "1"
     champion_now = str(client.get_model_version_by_alias("unet-seg", "champion").version)
     assert champion_now == ("2" if decision["promoted"] else "1")
+    assert again["champion_version"] == champion_now  # read after the promotion
     assert again["data_version"] == result["data_version"]
     pinned = client.get_run(again["run_id"]).data.params["data.path"]
     assert pinned.endswith(result["data_version"].removesuffix(".dir"))
@@ -92,4 +94,5 @@ def test_pipeline_runs_end_to_end(
     # The same inputs again: training is a cache hit, nothing new is registered.
     same = pipeline(PipelineParams(config=cfg, project_dir=str(project_dir), promote=False))
     assert same["reused"] and same["run_id"] == result["run_id"] and same["version"] == "1"
+    assert same["champion_version"] == champion_now  # the registry now, not the cached report
     assert len(client.search_model_versions("name = 'unet-seg'")) == 2

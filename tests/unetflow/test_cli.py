@@ -36,3 +36,19 @@ def test_console_script_is_installed_and_reports_bad_config(tmp_path: Path) -> N
     assert proc.returncode == 2
     assert str(bad) in proc.stderr and "depth" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("champion", "labelled"), [("1", True), ("2", False), (None, False)])
+def test_summary_labels_the_version_champion_only_when_the_registry_says_so(
+    tmp_path: Path, capsys, champion: str | None, labelled: bool
+) -> None:
+    from unetflow.commands.run import _print_result
+
+    # A reused run: its cached report says it became champion; the alias has moved since.
+    result = {"data_version": "abc.dir", "test_metrics": {"test_dice": 0.9, "test_iou": 0.8},
+              "run_id": "r1", "reused": True, "became_champion": True, "champion_version": champion,
+              "registered_name": "unet-seg", "version": "1", "storage_path": "/s",
+              "ray_run_name": "n"}  # fmt: skip
+    _print_result(result, tmp_path)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("model version"))
+    assert line.endswith("models:/unet-seg/1" + ("  (@champion)" if labelled else ""))

@@ -19,7 +19,8 @@ def _print_result(result: dict, project_dir: Path) -> None:
     print(f"MLflow run:     {result['run_id']}")
     if result.get("reused"):
         print("training:       reused: same config and data as an earlier run")
-    champion = "  (@champion)" if result["became_champion"] else ""
+    # The registry's state after this run: a reused run's report may be out of date.
+    champion = "  (@champion)" if result.get("champion_version") == result["version"] else ""
     print(f"model version:  models:/{result['registered_name']}/{result['version']}{champion}")
     print(f"checkpoints:    {result['storage_path']}/{result['ray_run_name']}")
     if not os.environ.get("MLFLOW_TRACKING_URI"):
