@@ -21,6 +21,7 @@ from flows.tasks import (
     pin_data_version,
     push_data,
     reproduce_data,
+    resolve_folder_data,
     retry_unless_usage_error,
     train_model,
 )
@@ -47,16 +48,22 @@ def train(params: TrainParams = TrainParams()) -> dict:
         config, version = pin_data_version(config, params.project_dir)
     else:
         version = reproduce_data(params.project_dir)
-    report, reused = _train(config, params.project_dir, version)
+    report, reused, version = _train(config, params.project_dir, version)
     artifacts.train_summary(report, version)
     result = {"data_version": version, "reused": reused, **report.__dict__}
     return {**result, "champion_version": _champion(config, params.project_dir)}
 
 
 def _train(config: ExperimentConfig, project_dir: str, version: str):
-    """Train (or reuse the cached result for the same inputs); returns (report, reused)."""
+    """Train (or reuse the cached result for the same inputs).
+
+    Returns:
+        (report, reused, data version trained on: a raw folder's content hash when
+        `data.path` is one, else `version`).
+    """
+    config, version = resolve_folder_data(config, project_dir, version)
     state = train_model(config, project_dir, version, return_state=True)
-    return state.result(), state.name == "Cached"
+    return state.result(), state.name == "Cached", version
 
 
 def _champion(config: ExperimentConfig, project_dir: str) -> str | None:
@@ -148,7 +155,7 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:
         config = ExperimentConfig.model_validate(tune(params.tune)["best_config"])
     if config.data.version:
         config, version = pin_data_version(config, params.project_dir)
-    report, reused = _train(config, params.project_dir, version)
+    report, reused, version = _train(config, params.project_dir, version)
     artifacts.train_summary(report, version)
     result = {"data_version": version, "reused": reused, **report.__dict__}
     if params.promote and not report.became_champion and not reused:

@@ -9,7 +9,8 @@ from prefect import task
 from prefect.context import TaskRunContext
 from prefect.runtime import deployment, flow_run
 
-from unetflow import dvc_data, tracking
+from unet_core.data import DataError
+from unetflow import datasets, dvc_data, tracking
 from unetflow.config import ConfigError, ExperimentConfig
 from unetflow.errors import UsageError
 from unetflow.training import TrainReport, train_and_register
@@ -19,10 +20,10 @@ IO_BACKOFF = [5, 20, 60]  # seconds before retry 1, 2, 3
 
 
 def retry_unless_usage_error(task, task_run, state) -> bool:
-    """Retry transient failures; bad input (UsageError, ConfigError) will not heal."""
+    """Retry transient failures; bad input (UsageError, ConfigError, DataError) will not heal."""
     try:
         state.result()
-    except (UsageError, ConfigError):
+    except (UsageError, ConfigError, DataError):
         return False
     except Exception:
         return True
@@ -54,6 +55,28 @@ def pin_data_version(config: ExperimentConfig, project_dir: str) -> tuple[Experi
     folder = dvc_data.ensure_version(Path(project_dir), config.data.version)
     data = config.data.model_copy(update={"path": str(folder.resolve())})
     return config.model_copy(update={"data": data}), config.data.version
+
+
+@task(
+    name="folder-data",
+    retries=1,
+    retry_delay_seconds=5,
+    retry_condition_fn=retry_unless_usage_error,
+)
+def resolve_folder_data(
+    config: ExperimentConfig, project_dir: str, data_version: str
+) -> tuple[ExperimentConfig, str]:
+    """A raw images/ + masks/ `data.path` is prepared here (once per content) and versioned
+    by its content hash, so the training cache sees an edited folder as new data; any
+    other `data.path` keeps `data_version`."""
+    model = config.model
+    folder, version = datasets.resolve_data(
+        Path(project_dir), config.data.path, model.spatial_dims, model.in_channels
+    )
+    if version is None:
+        return config, data_version
+    data = config.data.model_copy(update={"path": str(folder)})
+    return config.model_copy(update={"data": data}), version
 
 
 def _train_cache_key(context: TaskRunContext, parameters: dict) -> str:

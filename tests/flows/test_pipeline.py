@@ -96,3 +96,32 @@ def test_pipeline_runs_end_to_end(
     assert same["reused"] and same["run_id"] == result["run_id"] and same["version"] == "1"
     assert same["champion_version"] == champion_now  # the registry now, not the cached report
     assert len(client.search_model_versions("name = 'unet-seg'")) == 2
+
+
+def test_train_flow_on_a_raw_folder_retrains_only_when_the_folder_changes(
+    project_dir: Path, raw_folder, prefect_harness, ray_local, embedded_tracking
+) -> None:
+    from PIL import Image
+
+    from flows.params import TrainParams
+    from flows.pipeline import train
+
+    raw = raw_folder(project_dir, n=12)
+    cfg = parse_config({**TINY, "name": "folder", "train": {"epochs": 1, "batch_size": 4},
+                        "data": {"path": "raw"}})  # fmt: skip
+    params = TrainParams(config=cfg, project_dir=str(project_dir))
+
+    first = train(params)
+    assert first["data_version"].startswith("folder-") and not first["reused"]
+    same = train(params)
+    assert same["reused"] and same["run_id"] == first["run_id"]
+
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(raw / "images" / "s0.png")
+    edited = train(params)
+    assert not edited["reused"] and edited["run_id"] != first["run_id"]
+    assert edited["data_version"].startswith("folder-")
+    assert edited["data_version"] != first["data_version"]
+    run = MlflowClient(f"sqlite:///{project_dir / '.unetflow' / 'mlflow.db'}").get_run(
+        edited["run_id"]
+    )
+    assert run.data.tags["unetflow.data_version"] == edited["data_version"]

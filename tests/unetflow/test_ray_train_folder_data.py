@@ -12,20 +12,8 @@ from unet_core.data import DataError, PreparedDataset, read_manifest
 from unetflow.datasets import resolve_data
 
 
-def _folder(root: Path, n: int = 8) -> Path:
-    rng = np.random.default_rng(0)
-    for sub in ("images", "masks"):
-        (root / "raw" / sub).mkdir(parents=True)
-    for i in range(n):
-        mask = rng.random((32, 32)) > 0.7
-        image = (mask * 150 + rng.integers(0, 80, (32, 32))).astype(np.uint8)
-        Image.fromarray(image).save(root / "raw" / "images" / f"s{i}.png")
-        Image.fromarray(mask.astype(np.uint8) * 255).save(root / "raw" / "masks" / f"s{i}.png")
-    return root / "raw"
-
-
-def test_folder_is_prepared_once_and_reprepared_after_a_change(tmp_path: Path) -> None:
-    _folder(tmp_path)
+def test_folder_is_prepared_once_and_reprepared_after_a_change(tmp_path: Path, raw_folder) -> None:
+    raw_folder(tmp_path)
     data_dir, version = resolve_data(tmp_path, "raw", spatial_dims=2, in_channels=1)
     assert data_dir.parent == tmp_path / ".unetflow" / "prepared"
     assert version == f"folder-{data_dir.name}"
@@ -55,8 +43,8 @@ def test_prepared_folder_passes_through(prepared_dir: Path) -> None:
         (lambda raw: (raw / "images" / "s1.png").write_bytes(b"junk"), "s1.png"),
     ],
 )
-def test_bad_folder_names_the_problem(tmp_path: Path, break_it, expected: str) -> None:
-    break_it(_folder(tmp_path))
+def test_bad_folder_names_the_problem(tmp_path: Path, raw_folder, break_it, expected: str) -> None:
+    break_it(raw_folder(tmp_path))
     with pytest.raises(DataError, match=expected):
         resolve_data(tmp_path, "raw", 2, 1)
     assert not list((tmp_path / ".unetflow" / "prepared").glob("[!.]*"))  # nothing half-written
