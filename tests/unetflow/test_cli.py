@@ -49,6 +49,22 @@ def test_summary_labels_the_version_champion_only_when_the_registry_says_so(
               "run_id": "r1", "reused": True, "became_champion": True, "champion_version": champion,
               "registered_name": "unet-seg", "version": "1", "storage_path": "/s",
               "ray_run_name": "n"}  # fmt: skip
-    _print_result(result, tmp_path)
+    _print_result(result, tmp_path, None)
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("model version"))
     assert line.endswith("models:/unet-seg/1" + ("  (@champion)" if labelled else ""))
+
+
+@pytest.mark.parametrize(("server", "shown"), [(None, True), ("http://127.0.0.1:5000", False)])
+def test_summary_points_at_the_embedded_store_unless_a_server_was_configured(
+    tmp_path: Path, capsys, monkeypatch, server: str | None, shown: bool
+) -> None:
+    from unetflow.commands.run import _print_result
+
+    # Training in-process sets MLFLOW_TRACKING_URI (mlflow.set_tracking_uri exports it):
+    # what counts is what the user had configured before the flow ran.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    result = {"data_version": "v", "test_metrics": {"test_dice": 0.9, "test_iou": 0.8},
+              "run_id": "r", "champion_version": "1", "registered_name": "m", "version": "1",
+              "storage_path": "/s", "ray_run_name": "n"}  # fmt: skip
+    _print_result(result, tmp_path, server)
+    assert ("look at it:     .venv/bin/mlflow ui" in capsys.readouterr().out) == shown

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from unetflow.commands.common import add_config_args, config_from_args
 
 
-def _print_result(result: dict, project_dir: Path) -> None:
+def _print_result(result: dict, project_dir: Path, server_uri: str | None) -> None:
     metrics = result["test_metrics"]
     print("\n=== unetflow finished ===")
     print(f"data version:   {result['data_version']} (DVC, {project_dir / 'dvc.lock'})")
@@ -23,7 +25,7 @@ def _print_result(result: dict, project_dir: Path) -> None:
     champion = "  (@champion)" if result.get("champion_version") == result["version"] else ""
     print(f"model version:  models:/{result['registered_name']}/{result['version']}{champion}")
     print(f"checkpoints:    {result['storage_path']}/{result['ray_run_name']}")
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
+    if not server_uri:
         store = project_dir.resolve() / ".unetflow" / "mlflow.db"
         print(f"look at it:     .venv/bin/mlflow ui --backend-store-uri sqlite:///{store}")
     print(
@@ -39,20 +41,24 @@ def _flows():
     return params, pipeline
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def _run_flow(args: argparse.Namespace, pick: Callable[[Any, Any], tuple[Any, Any]]) -> int:
+    """Validate the config, run the flow `pick(flows, params)` names, print the summary."""
     cfg = config_from_args(args)
+    # Read before the flow runs: mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI.
+    server_uri = os.environ.get("MLFLOW_TRACKING_URI")
     params, flows = _flows()
-    result = flows.pipeline(params.PipelineParams(project_dir=str(args.project_dir), config=cfg))
-    _print_result(result, args.project_dir)
+    flow, params_cls = pick(flows, params)
+    result = flow(params_cls(project_dir=str(args.project_dir), config=cfg))
+    _print_result(result, args.project_dir, server_uri)
     return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _run_flow(args, lambda flows, params: (flows.pipeline, params.PipelineParams))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
-    params, flows = _flows()
-    result = flows.train(params.TrainParams(project_dir=str(args.project_dir), config=cfg))
-    _print_result(result, args.project_dir)
-    return 0
+    return _run_flow(args, lambda flows, params: (flows.train, params.TrainParams))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
