@@ -17,7 +17,15 @@ def _mlflow_link(report: TrainReport) -> str:
     return f"[{report.run_id}]({url})"
 
 
-def train_summary(report: TrainReport, data_version: str) -> None:
+def _champion_cell(champion_version: str | None, version: str) -> str:
+    if champion_version is None:
+        return "none"
+    return "this version" if champion_version == version else f"v{champion_version}"
+
+
+def train_summary(report: TrainReport, data_version: str, champion_version: str | None) -> None:
+    """Test metrics, run, model version and which version is champion after the run
+    (read from the registry: a reused run's report may be out of date)."""
     m = report.test_metrics
     rows = [
         ("data version", f"`{data_version}`"),
@@ -25,7 +33,7 @@ def train_summary(report: TrainReport, data_version: str) -> None:
         ("test IoU", f"{m.get('test_iou', float('nan')):.4f}"),
         ("MLflow run", _mlflow_link(report)),
         ("model", f"`models:/{report.registered_name}/{report.version}`"),
-        ("champion", "yes" if report.became_champion else "unchanged"),
+        ("champion", _champion_cell(champion_version, report.version)),
         ("Ray run", f"`{report.ray_run_name}` in `{report.storage_path}`"),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)

@@ -30,6 +30,9 @@ class PromoteParams(_Params):
     )
     margin: float = Field(0.0, description="required lower bound of the paired Dice gain")
     min_dice: float = Field(0.5, ge=0, le=1, description="absolute gate for a first champion")
+    data_path: str | None = Field(
+        None, description="prepared data set whose test split judges both; None: data/prepared"
+    )
 
 
 class TuneParams(_Params):

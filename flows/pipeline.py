@@ -26,6 +26,7 @@ from flows.tasks import (
     train_model,
 )
 from unetflow.config import ExperimentConfig
+from unetflow.datasets import is_raw_folder
 
 
 @flow(name="data_prep", log_prints=True)
@@ -42,28 +43,32 @@ def data_prep(params: DataPrepParams = DataPrepParams()) -> str:
 @flow(name="train", log_prints=True)
 def train(params: TrainParams = TrainParams()) -> dict:
     """Train one config and register the model: on `config.data.version` when set
-    (pulled if not present locally), else on the current data version."""
-    config = params.config
+    (pulled if not present locally), on a raw images/ + masks/ `data.path` as it is,
+    else on the current DVC data version."""
+    config, project_dir = params.config, params.project_dir
     if config.data.version:
-        config, version = pin_data_version(config, params.project_dir)
+        config, version = pin_data_version(config, project_dir)
+    elif is_raw_folder(Path(project_dir) / config.data.path):
+        version = None  # the folder's content hash (resolve_folder_data); no DVC stages
     else:
-        version = reproduce_data(params.project_dir)
-    report, reused, version = _train(config, params.project_dir, version)
-    artifacts.train_summary(report, version)
-    result = {"data_version": version, "reused": reused, **report.__dict__}
-    return {**result, "champion_version": _champion(config, params.project_dir)}
+        version = reproduce_data(project_dir)
+    report, reused, config, version = _train(config, project_dir, version)
+    champion = _champion(config, project_dir)
+    artifacts.train_summary(report, version, champion)
+    return {"data_version": version, "reused": reused, **report.__dict__,
+            "champion_version": champion}  # fmt: skip
 
 
-def _train(config: ExperimentConfig, project_dir: str, version: str):
+def _train(config: ExperimentConfig, project_dir: str, version: str | None):
     """Train (or reuse the cached result for the same inputs).
 
     Returns:
-        (report, reused, data version trained on: a raw folder's content hash when
-        `data.path` is one, else `version`).
+        (report, reused, config as trained: `data.path` a prepared folder, data version:
+        a raw folder's content hash when `data.path` is one, else `version`).
     """
     config, version = resolve_folder_data(config, project_dir, version)
     state = train_model(config, project_dir, version, return_state=True)
-    return state.result(), state.name == "Cached", version
+    return state.result(), state.name == "Cached", config, version
 
 
 def _champion(config: ExperimentConfig, project_dir: str) -> str | None:
@@ -89,6 +94,7 @@ def _promote(params: PromoteParams):
         project_dir=Path(params.project_dir),
         margin=params.margin,
         min_dice=params.min_dice,
+        data_dir=Path(params.data_path) if params.data_path else None,
     )
 
 
@@ -155,8 +161,7 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:
         config = ExperimentConfig.model_validate(tune(params.tune)["best_config"])
     if config.data.version:
         config, version = pin_data_version(config, params.project_dir)
-    report, reused, version = _train(config, params.project_dir, version)
-    artifacts.train_summary(report, version)
+    report, reused, config, version = _train(config, params.project_dir, version)
     result = {"data_version": version, "reused": reused, **report.__dict__}
     if params.promote and not report.became_champion and not reused:
         promote = PromoteParams(
@@ -164,7 +169,10 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:
             model_name=report.registered_name,
             candidate_version=report.version,
             margin=params.margin,
+            # Judged on the test split of the data it was trained on (a folder's, too).
+            data_path=str((Path(params.project_dir) / config.data.path).resolve()),
         )
         result["promotion"] = evaluate_and_promote(promote)
     result["champion_version"] = _champion(config, params.project_dir)
+    artifacts.train_summary(report, version, result["champion_version"])
     return result

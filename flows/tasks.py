@@ -64,7 +64,7 @@ def pin_data_version(config: ExperimentConfig, project_dir: str) -> tuple[Experi
     retry_condition_fn=retry_unless_usage_error,
 )
 def resolve_folder_data(
-    config: ExperimentConfig, project_dir: str, data_version: str
+    config: ExperimentConfig, project_dir: str, data_version: str | None
 ) -> tuple[ExperimentConfig, str]:
     """A raw images/ + masks/ `data.path` is prepared here (once per content) and versioned
     by its content hash, so the training cache sees an edited folder as new data; any
@@ -74,6 +74,8 @@ def resolve_folder_data(
         Path(project_dir), config.data.path, model.spatial_dims, model.in_channels
     )
     if version is None:
+        if data_version is None:
+            raise UsageError(f"data.path {config.data.path!r} has no data version; prepare it")
         return config, data_version
     data = config.data.model_copy(update={"path": str(folder)})
     return config.model_copy(update={"data": data}), version

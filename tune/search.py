@@ -109,7 +109,8 @@ def run_search(
         search: a `SearchConfig`, or the path of a space YAML (defaults for the rest).
         project_dir: the project folder (MLflow store, default storage, relative data).
         base: the config the space modifies (default: the embedded defaults).
-        data_dir: the prepared data set (default: `base.data.path` under `project_dir`).
+        data_dir: the prepared data set, or a raw images/ + masks/ folder (default:
+            `base.data.path` under `project_dir`).
         resume: restore the search of the same name from its storage.
     """
     if not isinstance(search, SearchConfig):
@@ -122,9 +123,14 @@ def run_search(
         )
     search = search.model_copy(update={"epochs": base.train.epochs})
     space = load_space(search.space, base)
-    data_dir = (data_dir or project_dir / base.data.path).resolve()
     from unet_core.data import read_manifest
+    from unetflow.datasets import resolve_data
 
+    # A raw images/ + masks/ folder is prepared once per content, as for training.
+    model = base.model
+    data_dir, _ = resolve_data(
+        project_dir, str(data_dir or base.data.path), model.spatial_dims, model.in_channels
+    )
     read_manifest(data_dir)  # fails now, with the path, rather than inside every trial
     from tune.runner import execute
 

@@ -36,9 +36,9 @@ def make_loaders(
     return train, val
 
 
-def make_accumulator(cfg: ExperimentConfig) -> MetricAccumulator:
+def make_accumulator(cfg: ExperimentConfig, threshold: float = 0.5) -> MetricAccumulator:
     """Metric sums matching the loss mode and the model's output channels."""
-    return MetricAccumulator(num_classes=cfg.model.out_channels, mode=cfg.loss.mode)
+    return MetricAccumulator(cfg.model.out_channels, mode=cfg.loss.mode, threshold=threshold)
 
 
 def build_loss(cfg: ExperimentConfig) -> torch.nn.Module:

@@ -25,6 +25,7 @@ FOLDER_SPLIT = (0.7, 0.15, 0.15)
 FOLDER_SPLIT_SEED = 42
 PREPARED_ROOT = Path(".unetflow") / "prepared"
 _FORMAT = "folder-v1"  # bump when the preparation below changes what it writes
+FOLDER_VERSION = "folder-"  # data version of a raw folder: this prefix + its content hash
 
 
 def is_raw_folder(path: Path) -> bool:
@@ -104,4 +105,4 @@ def resolve_data(
     out = project_dir.resolve() / PREPARED_ROOT / digest
     if not (out / MANIFEST).exists():
         prepare_folder(path, out, spatial_dims, in_channels)
-    return out, f"folder-{digest}"
+    return out, f"{FOLDER_VERSION}{digest}"

@@ -139,9 +139,14 @@ def evaluate_and_promote(
     min_dice: float = 0.5,
     resamples: int = 2000,
     seed: int = 0,
+    data_dir: Path | None = None,
 ) -> PromotionDecision:
     """Compare a candidate (None: the newest version) with the champion on the test
     split; move aliases if it wins.
+
+    Args:
+        data_dir: the prepared data set whose test split judges both versions (the
+            data the candidate was trained on); default: the project's DVC output.
 
     Raises:
         UsageError: unknown version, no prepared data, or a gate out of range.
@@ -155,9 +160,12 @@ def evaluate_and_promote(
     client = MlflowClient()
     version = None if candidate_version is None else str(candidate_version)
     candidate = _load_version(client, model_name, version)
-    data_dir = project_dir / PREPARED
+    data_dir = Path(data_dir).resolve() if data_dir is not None else project_dir / PREPARED
     if not (data_dir / "manifest.json").is_file():
-        raise UsageError(f"{data_dir}: no prepared data; run `dvc pull` or `unetflow run` first")
+        raise UsageError(
+            f"{data_dir}: no prepared data (manifest.json); run `dvc pull` or `unetflow run` "
+            "first, or pass --data with a prepared data set"
+        )
     champion = tracking.alias_version(client, model_name, CHAMPION)
     if champion == str(candidate.version):  # e.g. a first version crowned at registration
         return PromotionDecision(

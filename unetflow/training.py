@@ -21,9 +21,7 @@ from mlflow import MlflowClient
 from torch.utils.data import DataLoader
 
 from unet_core.data import PreparedDataset, read_manifest
-from unet_core.data.prepared import read_shard
 from unet_core.engine import CHECKPOINT_FILE, evaluate, load_checkpoint
-from unet_core.metrics import MetricAccumulator
 from unet_core.models import create_model
 from unet_core.package import InferenceSpec, load_package, save_package
 from unetflow import datasets, evaluation, plots, tracking
@@ -62,13 +60,17 @@ def storage_path(cfg: ExperimentConfig, project_dir: Path) -> str:
 def evaluate_split(
     cfg: ExperimentConfig, weights: dict, data_dir: Path, split: str = "test"
 ) -> dict[str, float]:
-    """Global metrics of `weights` on one split, in this process."""
+    """Global metrics of `weights` on one split, in this process (plain forward pass)."""
+    return _evaluate(cfg, weights, PreparedDataset(data_dir, split), prefix=f"{split}_")
+
+
+def _evaluate(
+    cfg: ExperimentConfig, weights: dict, data: PreparedDataset, prefix: str
+) -> dict[str, float]:
     model = create_model(cfg.model)
     model.load_state_dict(weights)
-    loader = DataLoader(PreparedDataset(data_dir, split), batch_size=cfg.train.batch_size)
-    return evaluate(
-        model, loader, make_accumulator(cfg), device=torch.device("cpu"), prefix=f"{split}_"
-    )
+    loader = DataLoader(data, batch_size=cfg.train.batch_size)
+    return evaluate(model, loader, make_accumulator(cfg), device=torch.device("cpu"), prefix=prefix)
 
 
 def _package(cfg: ExperimentConfig, weights: dict, data_dir: Path, out: Path) -> Path:
@@ -96,11 +98,11 @@ def evaluate_test(
     predictions, so their metrics come from a plain forward pass (`evaluate_split`).
     """
     if cfg.loss.mode == "multilabel":
-        first_shard = read_manifest(data_dir).shards("test")[0].file
-        example = read_shard(data_dir / first_shard)[0][:1].astype(np.float32)
-        return TestEvaluation(evaluate_split(cfg, weights, data_dir, "test"), None, example)
+        data = PreparedDataset(data_dir, "test")  # holds raw images; normalises per item
+        example = np.asarray(data.images[:1], dtype=np.float32)
+        return TestEvaluation(_evaluate(cfg, weights, data, prefix="test_"), None, example)
     model, _, spec = load_package(package)
-    acc = MetricAccumulator(cfg.model.out_channels, mode=spec.mode, threshold=spec.threshold)
+    acc = make_accumulator(cfg, threshold=spec.threshold)
     prediction = evaluation.predict_split(model, spec, data_dir, "test", accumulator=acc)
     metrics = {f"test_{k}": v for k, v in acc.compute().items()}
     # Raw intensities, as a user would send them: the pyfunc model normalises itself.

@@ -113,6 +113,7 @@ def test_train_flow_on_a_raw_folder_retrains_only_when_the_folder_changes(
 
     first = train(params)
     assert first["data_version"].startswith("folder-") and not first["reused"]
+    assert not (project_dir / "data" / "prepared").exists()  # no DVC stages for a folder
     same = train(params)
     assert same["reused"] and same["run_id"] == first["run_id"]
 

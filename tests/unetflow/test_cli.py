@@ -38,6 +38,12 @@ def test_console_script_is_installed_and_reports_bad_config(tmp_path: Path) -> N
     assert "Traceback" not in proc.stderr
 
 
+def _result(**extra: object) -> dict:
+    return {"data_version": "abc.dir", "test_metrics": {"test_dice": 0.9, "test_iou": 0.8},
+            "run_id": "r1", "registered_name": "unet-seg", "version": "1",
+            "storage_path": "/s", "ray_run_name": "n", **extra}  # fmt: skip
+
+
 @pytest.mark.parametrize(("champion", "labelled"), [("1", True), ("2", False), (None, False)])
 def test_summary_labels_the_version_champion_only_when_the_registry_says_so(
     tmp_path: Path, capsys, champion: str | None, labelled: bool
@@ -45,26 +51,45 @@ def test_summary_labels_the_version_champion_only_when_the_registry_says_so(
     from unetflow.commands.run import _print_result
 
     # A reused run: its cached report says it became champion; the alias has moved since.
-    result = {"data_version": "abc.dir", "test_metrics": {"test_dice": 0.9, "test_iou": 0.8},
-              "run_id": "r1", "reused": True, "became_champion": True, "champion_version": champion,
-              "registered_name": "unet-seg", "version": "1", "storage_path": "/s",
-              "ray_run_name": "n"}  # fmt: skip
-    _print_result(result, tmp_path, None)
-    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("model version"))
-    assert line.endswith("models:/unet-seg/1" + ("  (@champion)" if labelled else ""))
+    result = _result(reused=True, became_champion=True, champion_version=champion)
+    _print_result(result, tmp_path, None, "prod")
+    out = capsys.readouterr().out.splitlines()
+    line = next(x for x in out if x.startswith("model version"))
+    assert line.endswith("models:/unet-seg/1" + ("  (@prod)" if labelled else ""))
+    assert "models:/unet-seg@prod" in out[-1]
+
+
+def test_summary_names_where_the_data_version_comes_from(tmp_path: Path, capsys) -> None:
+    from unetflow.commands.run import _print_result
+
+    _print_result(_result(data_version="folder-0123abcd"), tmp_path, None, "champion")
+    _print_result(_result(data_version="abc.dir"), tmp_path, None, "champion")
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("data version")]
+    assert lines[0].endswith("(content hash of the data.path folder)")
+    assert lines[1].endswith(f"(DVC, {tmp_path / 'dvc.lock'})")
 
 
 @pytest.mark.parametrize(("server", "shown"), [(None, True), ("http://127.0.0.1:5000", False)])
-def test_summary_points_at_the_embedded_store_unless_a_server_was_configured(
+def test_ui_hint_follows_the_tracking_uri_the_user_set_before_the_flow(
     tmp_path: Path, capsys, monkeypatch, server: str | None, shown: bool
 ) -> None:
-    from unetflow.commands.run import _print_result
+    from types import SimpleNamespace
 
-    # Training in-process sets MLFLOW_TRACKING_URI (mlflow.set_tracking_uri exports it):
-    # what counts is what the user had configured before the flow ran.
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    result = {"data_version": "v", "test_metrics": {"test_dice": 0.9, "test_iou": 0.8},
-              "run_id": "r", "champion_version": "1", "registered_name": "m", "version": "1",
-              "storage_path": "/s", "ray_run_name": "n"}  # fmt: skip
-    _print_result(result, tmp_path, server)
+    from unetflow.commands import run
+
+    if server is None:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
+
+    def train_flow(params: object) -> dict:
+        # Training in-process calls mlflow.set_tracking_uri, which exports the variable.
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+        return _result(champion_version="1")
+
+    fake_params = SimpleNamespace(TrainParams=lambda **kw: kw)
+    fake_flows = SimpleNamespace(train=train_flow)
+    monkeypatch.setattr(run, "_flows", lambda: (fake_params, fake_flows))
+    args = build_parser().parse_args(["train", "--project-dir", str(tmp_path)])
+    assert args.func(args) == 0
     assert ("look at it:     .venv/bin/mlflow ui" in capsys.readouterr().out) == shown

@@ -122,3 +122,19 @@ def test_decision_summary_and_dict_are_plain() -> None:
 def test_promote_gates_out_of_range(tmp_path: Path, margin, min_dice, match) -> None:
     with pytest.raises(UsageError, match=match):
         evaluate_and_promote("m", "1", tmp_path, margin=margin, min_dice=min_dice)
+
+
+def test_promote_names_the_data_it_was_pointed_at(embedded_registry: Path) -> None:
+    import mlflow
+
+    from unetflow.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri(embedded_registry))
+    client = MlflowClient()
+    client.create_registered_model("m")
+    client.create_model_version("m", source=str(embedded_registry / "model"))
+    elsewhere = embedded_registry / "cells-prepared"
+    with pytest.raises(UsageError, match=f"{elsewhere}: no prepared data .*--data"):
+        evaluate_and_promote("m", "1", embedded_registry, data_dir=elsewhere)
+    with pytest.raises(UsageError, match="data/prepared: no prepared data"):
+        evaluate_and_promote("m", "1", embedded_registry)

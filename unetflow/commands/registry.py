@@ -22,8 +22,9 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     print(f"evaluating {args.model} v{args.candidate} against the champion on the test split...")
     decision = evaluate_and_promote(
-        args.model, args.candidate, args.project_dir, margin=args.margin, min_dice=args.min_dice
-    )
+        args.model, args.candidate, args.project_dir, margin=args.margin,
+        min_dice=args.min_dice, data_dir=args.data,
+    )  # fmt: skip
     print(decision.markdown(), end="")
     return 0 if decision.promoted else 1
 
@@ -57,6 +58,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     promote.add_argument(
         "--min-dice", type=float, default=0.5,
         help="absolute gate: minimum mean test Dice of the candidate (default 0.5)",
+    )  # fmt: skip
+    promote.add_argument(
+        "--data", type=Path, default=None,
+        help="prepared data set whose test split judges both (default: data/prepared)",
     )  # fmt: skip
     add_project_arg(promote)
     promote.set_defaults(func=cmd_promote)

@@ -11,26 +11,31 @@ from typing import Any
 import yaml
 
 from unetflow.commands.common import add_config_args, config_from_args
+from unetflow.datasets import FOLDER_VERSION
 
 
-def _print_result(result: dict, project_dir: Path, server_uri: str | None) -> None:
-    metrics = result["test_metrics"]
+def _print_result(result: dict, project_dir: Path, server_uri: str | None, alias: str) -> None:
+    metrics, model = result["test_metrics"], result["registered_name"]
+    version = result["data_version"]
+    source = (
+        "content hash of the data.path folder"
+        if version.startswith(FOLDER_VERSION)
+        else f"DVC, {project_dir / 'dvc.lock'}"
+    )
     print("\n=== unetflow finished ===")
-    print(f"data version:   {result['data_version']} (DVC, {project_dir / 'dvc.lock'})")
+    print(f"data version:   {version} ({source})")
     print(f"test Dice/IoU:  {metrics['test_dice']:.4f} / {metrics['test_iou']:.4f}")
     print(f"MLflow run:     {result['run_id']}")
     if result.get("reused"):
         print("training:       reused: same config and data as an earlier run")
     # The registry's state after this run: a reused run's report may be out of date.
-    champion = "  (@champion)" if result.get("champion_version") == result["version"] else ""
-    print(f"model version:  models:/{result['registered_name']}/{result['version']}{champion}")
+    champion = f"  (@{alias})" if result.get("champion_version") == result["version"] else ""
+    print(f"model version:  models:/{model}/{result['version']}{champion}")
     print(f"checkpoints:    {result['storage_path']}/{result['ray_run_name']}")
     if not server_uri:
         store = project_dir.resolve() / ".unetflow" / "mlflow.db"
         print(f"look at it:     .venv/bin/mlflow ui --backend-store-uri sqlite:///{store}")
-    print(
-        f"load it:        mlflow.pyfunc.load_model('models:/{result['registered_name']}@champion')"
-    )
+    print(f"load it:        mlflow.pyfunc.load_model('models:/{model}@{alias}')")
 
 
 def _flows():
@@ -49,7 +54,7 @@ def _run_flow(args: argparse.Namespace, pick: Callable[[Any, Any], tuple[Any, An
     params, flows = _flows()
     flow, params_cls = pick(flows, params)
     result = flow(params_cls(project_dir=str(args.project_dir), config=cfg))
-    _print_result(result, args.project_dir, server_uri)
+    _print_result(result, args.project_dir, server_uri, cfg.tracking.champion_alias)
     return 0
 
 

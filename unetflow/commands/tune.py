@@ -40,7 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions share a GPU")
     p.add_argument("--max-concurrent", type=int, help="default: what the cluster fits")
-    p.add_argument("--data", type=Path, help="prepared data folder (default: data.path)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        help="prepared data, or an images/ + masks/ folder (default: data.path)",
+    )
     p.add_argument("--retrain", action="store_true", help="retrain the best on train+val, register")
     p.add_argument("--no-track", action="store_true", help="no MLflow runs")
     p.add_argument("--resume", metavar="NAME", help="resume the search NAME after a crash")
