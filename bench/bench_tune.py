@@ -146,9 +146,9 @@ def overhead(root: Path, cases: list[tuple[int, int]]) -> list[str]:
     (n_a, extra_a, work), (n_b, extra_b, _) = extras[0], extras[1]
     per_trial = (extra_b - extra_a) / (n_b - n_a)  # Tune's seconds per added trial
     fixed = extra_a - per_trial * n_a
-    rows += ["", f"Tune beyond the pool, fitted on the first two rows: {fixed:.1f} s fixed "
-             f"(Tuner, trial actors, summary) + {1000 * per_trial:.0f} ms per trial, i.e. "
-             f"{100 * 2 * per_trial / work:.0f}% of a {work:.2f}-s trial on 2 slots."]  # fmt: skip
+    rows += ["", f"Tune beyond the pool, a straight line through the first two rows: "
+             f"{1000 * per_trial:.0f} ms per trial and {fixed:+.1f} s at zero trials; per trial "
+             f"that is {100 * 2 * per_trial / work:.0f}% of a {work:.2f}-s trial on 2 slots."]  # fmt: skip
     return rows
 
 
