@@ -49,17 +49,39 @@ class RayCluster:
         }  # fmt: skip
 
 
-def _port_args(head: bool) -> list[str]:
-    """Free ports for every listener Ray opens, so parallel clusters never collide."""
+WORKER_PORTS = 41  # a small worker-port range per node: enough for a test's workers
+
+
+def _port_args(head: bool, taken: set[int]) -> list[str]:
+    """Free ports for every listener Ray opens, so parallel clusters never collide.
+
+    `taken` holds the ports already given to this cluster (both nodes, worker ranges
+    included) and gains this node's: Ray refuses to start when a listener's port falls
+    inside a worker-port range, and two free ports drawn apart can do just that.
+    """
+    low = _unused(taken, WORKER_PORTS)
+    taken.update(range(low, low + WORKER_PORTS))
     names = [
         "--node-manager-port", "--object-manager-port", "--metrics-export-port",
         "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
     ]  # fmt: skip
     if head:
         names += ["--ray-client-server-port", "--dashboard-port"]
-    args = [arg for name in names for arg in (name, str(free_port()))]
-    low = free_port()  # a small worker-port range; free right now, good enough for a test
-    return [*args, "--min-worker-port", str(low), "--max-worker-port", str(low + 40)]
+    args = []
+    for name in names:
+        port = _unused(taken)
+        taken.add(port)
+        args += [name, str(port)]
+    high = low + WORKER_PORTS - 1
+    return [*args, "--min-worker-port", str(low), "--max-worker-port", str(high)]
+
+
+def _unused(taken: set[int], span: int = 1) -> int:
+    """A free port `p` (free right now) with none of `p .. p+span-1` in `taken`."""
+    while True:
+        port = free_port()
+        if port + span <= 65536 and taken.isdisjoint(range(port, port + span)):
+            return port
 
 
 def _start_node(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -141,6 +163,7 @@ def ray_cluster(
     head_env = {**node_env, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     worker_env = {k: v for k, v in node_env.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
     port = free_port()
+    taken = {port}  # every port this cluster uses, so no two of its listeners collide
     address = f"127.0.0.1:{port}"
     common = [f"--num-cpus={cpus_per_node}", "--num-gpus=0"]
     procs: list[subprocess.Popen] = []
@@ -149,7 +172,7 @@ def ray_cluster(
         procs.append(_start_node(
             ["--head", f"--port={port}", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
              f"--temp-dir={temp_dir / 'h'}", f"--resources={json.dumps(head_resources or {})}",
-             "--node-ip-address=127.0.0.1", *common, *_port_args(head=True)],
+             "--node-ip-address=127.0.0.1", *common, *_port_args(head=True, taken=taken)],
             head_env, head_log,
         ))  # fmt: skip
         wait_until(lambda: _node_alive(head_log, procs[0]), "Ray head node", timeout)
@@ -158,7 +181,7 @@ def ray_cluster(
         procs.append(_start_node(
             [f"--address=[::ffff:127.0.0.1]:{port}", "--node-ip-address=127.0.0.3",
              f"--temp-dir={temp_dir / 'w'}", f"--resources={json.dumps(worker_resources or {})}",
-             *common, *_port_args(head=False)],
+             *common, *_port_args(head=False, taken=taken)],
             worker_env, worker_log,
         ))  # fmt: skip
         wait_until(lambda: _node_alive(worker_log, procs[1]), "Ray worker node", timeout)
