@@ -80,7 +80,7 @@ def _package(cfg: ExperimentConfig, weights: dict, data_dir: Path, out: Path) ->
 
 
 @dataclass(frozen=True)
-class TestEvaluation:
+class SplitEvaluation:
     """The test split, read and predicted once through the package (the served path)."""
 
     metrics: dict[str, float]  # test_dice, test_iou, ... over the whole split
@@ -90,7 +90,7 @@ class TestEvaluation:
 
 def evaluate_test(
     cfg: ExperimentConfig, weights: dict, package: Path, data_dir: Path
-) -> TestEvaluation:
+) -> SplitEvaluation:
     """Global test metrics, per-image predictions and the input example from one pass.
 
     Binary and multiclass models are evaluated as users get them from `models:/...`
@@ -100,13 +100,13 @@ def evaluate_test(
     if cfg.loss.mode == "multilabel":
         data = PreparedDataset(data_dir, "test")  # holds raw images; normalises per item
         example = np.asarray(data.images[:1], dtype=np.float32)
-        return TestEvaluation(_evaluate(cfg, weights, data, prefix="test_"), None, example)
+        return SplitEvaluation(_evaluate(cfg, weights, data, prefix="test_"), None, example)
     model, _, spec = load_package(package)
     acc = make_accumulator(cfg, threshold=spec.threshold)
     prediction = evaluation.predict_split(model, spec, data_dir, "test", accumulator=acc)
     metrics = {f"test_{k}": v for k, v in acc.compute().items()}
     # Raw intensities, as a user would send them: the pyfunc model normalises itself.
-    return TestEvaluation(metrics, prediction, prediction.images[:1])
+    return SplitEvaluation(metrics, prediction, prediction.images[:1])
 
 
 def train_and_register(
