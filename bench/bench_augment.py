@@ -128,8 +128,10 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
 
     rows: list[tuple[str, float]] = []
-    for label, cfg in [("unet_core BatchAugmenter, all transforms p=1", ALL_ON),
-                       ("unet_core BatchAugmenter, default AugmentConfig", AugmentConfig())]:  # fmt: skip
+    for label, cfg in [
+        ("unet_core BatchAugmenter, all transforms p=1", ALL_ON),
+        ("unet_core BatchAugmenter, default AugmentConfig", AugmentConfig()),
+    ]:
         aug = BatchAugmenter(cfg, spatial_dims=2)
         rows.append((label, timed(lambda a=aug: a(images, masks, gen), device, warmup, repeats)))
     monai_s = timed(monai_fn(images, masks), device, warmup, max(2, repeats // 3))

@@ -35,7 +35,8 @@ import unetflow  # noqa: F401  (token auth on before ray is imported)
 from unet_core.engine import train_one_epoch
 from unetflow.builders import build_trainer
 from unetflow.config import ExperimentConfig, parse_config
-from unetflow.prepare import DataParams, prepare
+from unetflow.data_params import DataParams
+from unetflow.prepare import prepare
 
 RESULTS = Path(__file__).parent / "results" / "ray_train_cpu.md"
 
@@ -51,9 +52,15 @@ def timed_epochs(trainer, epochs: int) -> tuple[int, float]:
         if trainer.augment is not None:
             augment = lambda x, y: trainer.augment(x, y, gen)  # noqa: E731
         train_one_epoch(
-            trainer.model, trainer.train_loader, trainer.loss_fn, trainer.optimizer,
-            trainer.cfg, device=trainer.device, schedule=trainer.schedule, augment=augment,
-        )  # fmt: skip
+            trainer.model,
+            trainer.train_loader,
+            trainer.loss_fn,
+            trainer.optimizer,
+            trainer.cfg,
+            device=trainer.device,
+            schedule=trainer.schedule,
+            augment=augment,
+        )
 
     epoch(0)
     started = time.perf_counter()
@@ -80,9 +87,12 @@ def ray_worker(payload: dict) -> None:
     cfg = ExperimentConfig.model_validate_json(payload["config"])
     ctx = ray.train.get_context()
     trainer = build_trainer(
-        cfg, Path(payload["data_dir"]), torch.device("cpu"),
-        ctx.get_world_rank(), ctx.get_world_size(),
-    )  # fmt: skip
+        cfg,
+        Path(payload["data_dir"]),
+        torch.device("cpu"),
+        ctx.get_world_rank(),
+        ctx.get_world_size(),
+    )
     trainer.model = ray.train.torch.prepare_model(trainer.model)
     images, seconds = timed_epochs(trainer, payload["epochs"])
     totals = torch.tensor([float(images), seconds])
@@ -106,15 +116,18 @@ def with_ray(cfg: ExperimentConfig, data_dir: Path, threads: int, epochs: int, w
     trainer = ray.train.torch.TorchTrainer(
         ray_worker,
         train_loop_config={
-            "config": cfg.model_dump_json(), "data_dir": str(data_dir),
-            "threads": threads, "epochs": epochs, "out": str(out),
+            "config": cfg.model_dump_json(),
+            "data_dir": str(data_dir),
+            "threads": threads,
+            "epochs": epochs,
+            "out": str(out),
         },
         scaling_config=ScalingConfig(num_workers=workers, resources_per_worker={"CPU": threads}),
         run_config=RunConfig(
             name=f"bench-{workers}w-{time.time_ns()}",
             storage_path=str(out.parent),
         ),
-    )  # fmt: skip
+    )
     trainer.fit()
     wall = time.perf_counter() - started
     numbers = json.loads(out.read_text())
@@ -188,13 +201,18 @@ def main() -> None:
         bares.append(bare(cfg, data_dir, args.threads, epochs))
         ray2, wall2, inside2 = with_ray(cfg, data_dir, args.threads, epochs, workers=2)
     rows = {
-        "bare": statistics.mean(bares), "ray1": statistics.mean(ray1s), "ray2": ray2,
-        "startup1": wall1 - inside1, "startup2": wall2 - inside2,
-    }  # fmt: skip
+        "bare": statistics.mean(bares),
+        "ray1": statistics.mean(ray1s),
+        "ray2": ray2,
+        "startup1": wall1 - inside1,
+        "startup2": wall2 - inside2,
+    }
     table = report(rows, args.threads, args.quick, cfg)
     print(table)
-    print(f"(bare runs {[round(b, 1) for b in bares]}, Ray 1-worker runs "
-          f"{[round(r, 1) for r in ray1s]} images/s)")  # fmt: skip
+    print(
+        f"(bare runs {[round(b, 1) for b in bares]}, Ray 1-worker runs "
+        f"{[round(r, 1) for r in ray1s]} images/s)"
+    )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(table)
 

@@ -45,16 +45,26 @@ SPACE = {
         "train.batch_size": {"choice": [4, 8]},
     },
 }
-BASE = {"model.base_channels": 8, "model.depth": 2, "scaling.num_workers": 1,
-        "train.early_stopping.enabled": False}  # fmt: skip
+BASE = {
+    "model.base_channels": 8,
+    "model.depth": 2,
+    "scaling.num_workers": 1,
+    "train.early_stopping.enabled": False,
+}
 
 
 def prepare_data(root: Path, num_images: int) -> Path:
-    from unetflow.prepare import DataParams, prepare
+    from unetflow.data_params import DataParams
+    from unetflow.prepare import prepare
 
-    params = {"source": "synthetic", "folder": None, "spatial_dims": 2,
-              "synthetic": {"num_images": num_images, "shape": [32, 32], "seed": 3},
-              "split": {"fractions": [0.6, 0.2, 0.2], "seed": 3}, "shard_size": 32}  # fmt: skip
+    params = {
+        "source": "synthetic",
+        "folder": None,
+        "spatial_dims": 2,
+        "synthetic": {"num_images": num_images, "shape": [32, 32], "seed": 3},
+        "split": {"fractions": [0.6, 0.2, 0.2], "seed": 3},
+        "shard_size": 32,
+    }
     out = root / f"prepared-{num_images}"
     prepare(DataParams.model_validate(params), out)
     return out
@@ -66,8 +76,9 @@ def run(root: Path, data: Path, name: str, **search_kw: object) -> tuple[object,
 
     space = root / "space.yaml"
     space.write_text(yaml.safe_dump(SPACE))
-    search = SearchConfig(name=name, space=str(space), track=False, max_concurrent_trials=2,
-                          **search_kw)  # fmt: skip
+    search = SearchConfig(
+        name=name, space=str(space), track=False, max_concurrent_trials=2, **search_kw
+    )
     started = time.perf_counter()
     result = run_search(search, root, load_config(None, BASE), data)
     return result, time.perf_counter() - started
@@ -133,22 +144,33 @@ def overhead(root: Path, cases: list[tuple[int, int]]) -> list[str]:
     rows, extras = [], []
     for trials, images in cases:
         data = prepare_data(root, images)
-        result, wall = run(root, data, f"overhead-{trials}-{images}", scheduler="fifo",
-                           num_samples=trials, epochs=1)  # fmt: skip
+        result, wall = run(
+            root,
+            data,
+            f"overhead-{trials}-{images}",
+            scheduler="fifo",
+            num_samples=trials,
+            epochs=1,
+        )
         pool_wall, own = plain_pool(root, data, [r["config"] for r in result.trials])
         minimum = own / 2  # two trials at once on 2 CPUs
         over = wall / minimum - 1
         extras.append((trials, wall - pool_wall, own / trials))
         ok = "yes" if over <= 0.20 else "no"
-        rows.append(f"| {trials} one-epoch trials, {round(0.6 * images)} train images | "
-                    f"{own / trials:.2f} s | {minimum:.1f} s | {pool_wall:.1f} s | {wall:.1f} s | "
-                    f"{100 * over:.0f}% | {wall - pool_wall:+.1f} s | {ok} |")  # fmt: skip
+        rows.append(
+            f"| {trials} one-epoch trials, {round(0.6 * images)} train images | "
+            f"{own / trials:.2f} s | {minimum:.1f} s | {pool_wall:.1f} s | {wall:.1f} s | "
+            f"{100 * over:.0f}% | {wall - pool_wall:+.1f} s | {ok} |"
+        )
     (n_a, extra_a, work), (n_b, extra_b, _) = extras[0], extras[1]
     per_trial = (extra_b - extra_a) / (n_b - n_a)  # Tune's seconds per added trial
     fixed = extra_a - per_trial * n_a
-    rows += ["", f"Tune beyond the pool, a straight line through the first two rows: "
-             f"{1000 * per_trial:.0f} ms per trial and {fixed:+.1f} s at zero trials; per trial "
-             f"that is {100 * 2 * per_trial / work:.0f}% of a {work:.2f}-s trial on 2 slots."]  # fmt: skip
+    rows += [
+        "",
+        f"Tune beyond the pool, a straight line through the first two rows: "
+        f"{1000 * per_trial:.0f} ms per trial and {fixed:+.1f} s at zero trials; per trial "
+        f"that is {100 * 2 * per_trial / work:.0f}% of a {work:.2f}-s trial on 2 slots.",
+    ]
     return rows
 
 

@@ -14,7 +14,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.exceptions import ObjectAlreadyExists
 
-from unetflow.commands.deploy import DEFAULT_POOL
+from flows import DEFAULT_POOL
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,9 +63,13 @@ def deploy_all(project_dir: Path, pool: str = DEFAULT_POOL) -> list[UUID]:
             source=str(REPO_ROOT), entrypoint=f"flows/pipeline.py:{spec.flow}"
         )
         deployment = source.to_deployment(
-            name=spec.name, cron=spec.cron, parameters=_parameters(project_dir),
-            description=spec.description, tags=["unetflow"], work_pool_name=pool,
-        )  # fmt: skip
+            name=spec.name,
+            cron=spec.cron,
+            parameters=_parameters(project_dir),
+            description=spec.description,
+            tags=["unetflow"],
+            work_pool_name=pool,
+        )
         # RunnerDeployment.apply, not Flow.deploy: the latter lists the pool's workers
         # with a request that prefect 3.8's own server rejects (422, limit=None).
         ids.append(deployment.apply(work_pool_name=pool))

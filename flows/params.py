@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tune.search import SearchConfig
+from tune.search_config import SearchConfig
 from unetflow.config import ExperimentConfig
 
 

@@ -55,8 +55,12 @@ def train(params: TrainParams = TrainParams()) -> dict:
     report, reused, config, version = _train(config, project_dir, version)
     champion = _champion(config, project_dir)
     artifacts.train_summary(report, version, champion)
-    return {"data_version": version, "reused": reused, **report.__dict__,
-            "champion_version": champion}  # fmt: skip
+    return {
+        "data_version": version,
+        "reused": reused,
+        **report.__dict__,
+        "champion_version": champion,
+    }
 
 
 def _train(config: ExperimentConfig, project_dir: str, version: str | None):

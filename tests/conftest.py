@@ -64,7 +64,8 @@ def raw_folder():
 @pytest.fixture(scope="session")
 def prepared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny prepared data set (manifest + shards), shared by the session."""
-    from unetflow.prepare import DataParams, prepare
+    from unetflow.data_params import DataParams
+    from unetflow.prepare import prepare
 
     out = tmp_path_factory.mktemp("prepared") / "prepared"
     prepare(DataParams.model_validate(TINY_PARAMS["data"]), out)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from unetflow.errors import UsageError
 
 if TYPE_CHECKING:
-    from tune.search import SearchConfig
+    from tune.search_config import SearchConfig
     from tune.space import SearchSpace
 
 
@@ -57,10 +57,13 @@ def _asha(search: SearchConfig, space: SearchSpace) -> Any:
     from ray.tune.schedulers import ASHAScheduler
 
     return ASHAScheduler(
-        time_attr="training_iteration", metric=search.metric, mode=search.mode,
-        max_t=search.epochs_cap(), grace_period=search.grace_period,
+        time_attr="training_iteration",
+        metric=search.metric,
+        mode=search.mode,
+        max_t=search.epochs_cap(),
+        grace_period=search.grace_period,
         reduction_factor=search.reduction_factor,
-    )  # fmt: skip
+    )
 
 
 def _pbt(search: SearchConfig, space: SearchSpace) -> Any:
@@ -73,9 +76,12 @@ def _pbt(search: SearchConfig, space: SearchSpace) -> Any:
             f"--scheduler pbt needs a continuous parameter (uniform/loguniform) in {space.source}"
         )
     return PopulationBasedTraining(
-        time_attr="training_iteration", metric=search.metric, mode=search.mode,
-        perturbation_interval=1, hyperparam_mutations=mutations,
-    )  # fmt: skip
+        time_attr="training_iteration",
+        metric=search.metric,
+        mode=search.mode,
+        perturbation_interval=1,
+        hyperparam_mutations=mutations,
+    )
 
 
 def _fifo(search: SearchConfig, space: SearchSpace) -> Any:
@@ -88,9 +94,12 @@ def _hyperband_for_bohb(search: SearchConfig, space: SearchSpace) -> Any:
     from ray.tune.schedulers import HyperBandForBOHB
 
     return HyperBandForBOHB(
-        time_attr="training_iteration", metric=search.metric, mode=search.mode,
-        max_t=search.epochs_cap(), reduction_factor=search.reduction_factor,
-    )  # fmt: skip
+        time_attr="training_iteration",
+        metric=search.metric,
+        mode=search.mode,
+        max_t=search.epochs_cap(),
+        reduction_factor=search.reduction_factor,
+    )
 
 
 SCHEDULERS: dict[str, Callable[[SearchConfig, SearchSpace], Any]] = {

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tune.search import SearchResult
+from tune.search_config import SearchResult
 from unet_core.data import load_split_with_stems, read_manifest, write_prepared
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -11,16 +12,8 @@ from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tun
 
 from tune import algorithms, mlflow_logging
 from tune.pareto import TrialPoint, choose, log_front, pareto_front
-from tune.search import (
-    STATE_FILE,
-    SearchConfig,
-    SearchResult,
-    best_config_of,
-    max_concurrent,
-    save_state,
-    storage_root,
-)
-from tune.space import SearchSpace
+from tune.search_config import STATE_FILE, SearchConfig, SearchResult, storage_root
+from tune.space import SearchSpace, resolve_config
 from tune.trainable import train_trial
 from unetflow.config import ExperimentConfig, flatten
 from unetflow.errors import UsageError
@@ -138,8 +131,11 @@ def _start_tracking(
     uri = tracking.tracking_uri(project_dir)
     mlflow.set_tracking_uri(uri)
     experiment_id = tracking.ensure_experiment(base.tracking.experiment, project_dir)
-    tags = {"unetflow.search_alg": search.search_alg, "unetflow.scheduler": search.scheduler,
-            "unetflow.search_space": space.name}  # fmt: skip
+    tags = {
+        "unetflow.search_alg": search.search_alg,
+        "unetflow.scheduler": search.scheduler,
+        "unetflow.search_space": space.name,
+    }
     parent = mlflow_logging.parent_run(uri, experiment_id, search.name, tags)
     client = mlflow.MlflowClient(tracking_uri=uri)
     params = {f"search.{k}": v for k, v in search.model_dump(mode="json").items()}
@@ -148,8 +144,12 @@ def _start_tracking(
     for key, value in params.items():
         if key not in existing:
             client.log_param(parent, key, str(value)[:6000])
-    return {"uri": uri, "experiment_id": experiment_id, "parent_run_id": parent,
-            "search_name": search.name}  # fmt: skip
+    return {
+        "uri": uri,
+        "experiment_id": experiment_id,
+        "parent_run_id": parent,
+        "search_name": search.name,
+    }
 
 
 def _trial_rows(grid: Any, search: SearchConfig) -> list[dict[str, Any]]:
@@ -161,12 +161,17 @@ def _trial_rows(grid: Any, search: SearchConfig) -> list[dict[str, Any]]:
         best = (max(dice) if search.mode == "max" else min(dice)) if dice else None
         last = history[-1] if history else {}
         sampled = {k.removeprefix("config/"): v for k, v in (result.config or {}).items()}
-        rows.append({
-            "trial_id": (result.metrics or {}).get("trial_id") or Path(result.path).name,
-            "trial_name": Path(result.path).name, "config": sampled,
-            "best": best, "epochs": len(history), "last": last,
-            "error": str(result.error).split("\n")[0] if result.error else None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "trial_id": (result.metrics or {}).get("trial_id") or Path(result.path).name,
+                "trial_name": Path(result.path).name,
+                "config": sampled,
+                "best": best,
+                "epochs": len(history),
+                "last": last,
+                "error": str(result.error).split("\n")[0] if result.error else None,
+            }
+        )
     return rows
 
 
@@ -181,9 +186,12 @@ def _summarise(
     rows = _trial_rows(grid, search)
     cost = search.cost or "params"
     points = [
-        TrialPoint(r["trial_id"], float(r["best"]), float(r["last"].get(cost, math.nan)), r["config"])
-        for r in rows if r["best"] is not None
-    ]  # fmt: skip
+        TrialPoint(
+            r["trial_id"], float(r["best"]), float(r["last"].get(cost, math.nan)), r["config"]
+        )
+        for r in rows
+        if r["best"] is not None
+    ]
     if not points:
         errors = [f"{r['trial_id']}: {r['error']}" for r in rows if r["error"]]
         raise RuntimeError(f"no trial of {search.name} reported {search.metric}; {errors[:3]}")
@@ -194,16 +202,24 @@ def _summarise(
     )
     best_cfg = best_config_of(base, space, best.config)
     total_epochs = sum(r["epochs"] for r in rows)
-    summary = {f"best_{search.metric}": best.dice, "total_epochs": total_epochs,
-               "num_trials": len(rows), "front_size": len(front)}  # fmt: skip
+    summary = {
+        f"best_{search.metric}": best.dice,
+        "total_epochs": total_epochs,
+        "num_trials": len(rows),
+        "front_size": len(front),
+    }
     result = SearchResult(
-        name=search.name, storage_path=path,
+        name=search.name,
+        storage_path=path,
         parent_run_id=tracking["parent_run_id"] if tracking else None,
-        best_trial_id=best.trial_id, best_config=best_cfg,
-        best_metrics={search.metric: best.dice, cost: best.cost}, front=front,
-        trials=rows, total_epochs=total_epochs,
+        best_trial_id=best.trial_id,
+        best_config=best_cfg,
+        best_metrics={search.metric: best.dice, cost: best.cost},
+        front=front,
+        trials=rows,
+        total_epochs=total_epochs,
         errors=[f"{r['trial_id']}: {r['error']}" for r in rows if r["error"]],
-    )  # fmt: skip
+    )
     if tracking:
         _log_summary(tracking, rows, points, front, cost, summary, best, best_cfg)
     if tracking:
@@ -232,10 +248,52 @@ def _log_summary(
         logger.log_metrics({k: v for k, v in final.items() if v is not None}, step=r["epochs"])
         logger.finish("FAILED" if r["error"] else "FINISHED")
     client = mlflow.MlflowClient(tracking_uri=uri)
-    client.log_batch(parent, metrics=[
-        mlflow.entities.Metric(k, float(v), 0, 0) for k, v in summary.items()
-    ])  # fmt: skip
+    client.log_batch(
+        parent, metrics=[mlflow.entities.Metric(k, float(v), 0, 0) for k, v in summary.items()]
+    )
     client.set_tag(parent, "unetflow.best_trial_id", best.trial_id)
-    client.log_text(parent, yaml.safe_dump(best_cfg.model_dump(mode="json"), sort_keys=False),
-                    "best_config.yaml")  # fmt: skip
+    client.log_text(
+        parent,
+        yaml.safe_dump(best_cfg.model_dump(mode="json"), sort_keys=False),
+        "best_config.yaml",
+    )
     log_front(uri, parent, points, front, cost)
+
+
+def save_state(path: Path, search: SearchConfig, base: ExperimentConfig, data_dir: Path) -> None:
+    """What `--resume NAME` needs to rebuild the same search."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "search": search.model_dump(mode="json"),
+        "base": base.model_dump(mode="json"),
+        "data_dir": str(data_dir),
+    }
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    tmp.replace(path)  # never half-written
+
+
+def max_concurrent(search: SearchConfig, base: ExperimentConfig, num_trials: int) -> int:
+    """Trials that fit the cluster at once (CPUs and GPUs per trial), at most `num_trials`."""
+    if search.max_concurrent_trials is not None:
+        return search.max_concurrent_trials
+    import ray
+
+    total = ray.cluster_resources()
+    cpus, gpus = trial_footprint(search, base)
+    fits = math.floor(total.get("CPU", 1) / cpus) if cpus else num_trials
+    if gpus:
+        fits = min(fits, math.floor(total.get("GPU", 0) / gpus))
+    return max(1, min(fits, num_trials))
+
+
+def trial_footprint(search: SearchConfig, base: ExperimentConfig) -> tuple[float, float]:
+    """CPUs and GPUs one trial occupies (all workers of a multi-worker trial)."""
+    s = base.scaling
+    if s.num_workers > 1:
+        return s.num_workers * s.cpus_per_worker, s.num_workers * s.gpus_per_worker * s.use_gpu
+    return search.cpus_per_trial, search.gpus_per_trial
+
+
+def best_config_of(base: ExperimentConfig, space: SearchSpace, sampled: dict) -> ExperimentConfig:
+    return resolve_config(base, sampled, space.params)

@@ -92,11 +92,16 @@ def _fit_multi_worker(
         tracking = {"uri": setup["tracking"]["uri"], "run_id": logger.run_id}
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config={"config": cfg.model_dump_json(), "data_dir": str(data_dir),
-                           "tracking": tracking},
+        train_loop_config={
+            "config": cfg.model_dump_json(),
+            "data_dir": str(data_dir),
+            "tracking": tracking,
+        },
         scaling_config=ScalingConfig(
-            num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
-            resources_per_worker=resources, placement_strategy=scaling.placement_strategy,
+            num_workers=scaling.num_workers,
+            use_gpu=scaling.use_gpu,
+            resources_per_worker=resources,
+            placement_strategy=scaling.placement_strategy,
         ),
         run_config=RunConfig(
             # The same name on a restarted trial resumes the Ray Train run's checkpoint.
@@ -105,7 +110,7 @@ def _fit_multi_worker(
             checkpoint_config=CheckpointConfig(num_to_keep=1),
             callbacks=[_report_callback(costs)],
         ),
-    )  # fmt: skip
+    )
     trainer.fit()
     if logger is not None:
         logger.finish()

@@ -38,8 +38,11 @@ def dvc(project_dir: Path, *args: str, quiet: bool = False) -> str:
     """Run `dvc ARGS` in `project_dir`; raise DvcError with its output when it fails."""
     proc = subprocess.run(
         [sys.executable, "-m", "dvc", *args],
-        cwd=project_dir, env=_env(), capture_output=True, text=True,
-    )  # fmt: skip
+        cwd=project_dir,
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
     output = (proc.stdout + proc.stderr).strip()
     if proc.returncode != 0:
         tail = "\n".join(output.splitlines()[-15:])

@@ -27,8 +27,8 @@ import numpy as np
 
 from unet_core.data import DataError, generate_synthetic, load_pair, scan_folder
 from unet_core.data.prepared import sha256_file
+from unetflow.data_params import DataParams, read_params
 from unetflow.errors import UsageError
-from unetflow.prepare import DataParams, read_params
 
 RAW_META = "raw.json"
 

@@ -102,10 +102,15 @@ def trace(uri: str, project_dir: Path, download_to: Path | None = None) -> Linea
     except (MlflowException, OSError):
         config = None  # runs from before config logging: say so in the output
     return Lineage(
-        model_name=name, version=str(mv.version), aliases=tuple(mv.aliases or ()),
-        run_id=mv.run_id, run_status=run.info.status, experiment_id=run.info.experiment_id,
-        values=values, config_path=config,
-    )  # fmt: skip
+        model_name=name,
+        version=str(mv.version),
+        aliases=tuple(mv.aliases or ()),
+        run_id=mv.run_id,
+        run_status=run.info.status,
+        experiment_id=run.info.experiment_id,
+        values=values,
+        config_path=config,
+    )
 
 
 def _where() -> str:

@@ -6,7 +6,7 @@ splits train/val/test deterministically by seed (whole groups per split when
 shards + manifest. Run by `dvc repro` as
 `python -m unetflow.prepare --params params.yaml --raw data/raw --out data/prepared`;
 without `--raw` it reads the source itself (the one-stage form of earlier versions).
-The `data` section of params.yaml is parsed here (`DataParams`).
+The `data` section of params.yaml is parsed in `unetflow.data_params`.
 """
 
 from __future__ import annotations
@@ -18,95 +18,13 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from unet_core.data import DataError, split_indices, write_prepared
+from unetflow.data_params import DataParams, GroupParams, read_params
 from unetflow.errors import UsageError
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class SyntheticParams(_Frozen):
-    num_images: int = Field(240, ge=3)
-    shape: tuple[int, ...] = (64, 64)
-    seed: int = 42
-
-
-class GroupParams(_Frozen):
-    """Keep samples of one group (patient, slide, scene) in one split.
-
-    Give `regex` (applied to each image stem: the named group `group`, else the first
-    group, else the whole match) or `csv` + `column` (a CSV with a `stem` column).
-    """
-
-    regex: str | None = None
-    csv: str | None = None
-    column: str | None = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> GroupParams:
-        if (self.regex is None) == (self.csv is None):
-            raise ValueError("set exactly one of group.regex and group.csv")
-        if self.csv is not None and not self.column:
-            raise ValueError("group.csv needs group.column: the CSV column holding the group")
-        if self.regex is not None:
-            try:
-                re.compile(self.regex)
-            except re.error as err:
-                raise ValueError(f"group.regex {self.regex!r} is not a regex: {err}") from None
-        return self
-
-
-class SplitParams(_Frozen):
-    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
-    seed: int = 42
-    group: GroupParams | None = None  # None: split images independently
-
-    @model_validator(mode="after")
-    def _sums_to_one(self) -> SplitParams:
-        if abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) <= 0:
-            raise ValueError(f"fractions {self.fractions} must be positive and sum to 1")
-        return self
-
-
-class DataParams(_Frozen):
-    source: Literal["synthetic", "folder"] = "synthetic"
-    folder: str | None = None  # a local folder or an s3://bucket/prefix
-
-    spatial_dims: Literal[2, 3] = 2
-    synthetic: SyntheticParams = SyntheticParams()
-    split: SplitParams = SplitParams()
-    shard_size: int = Field(256, ge=1)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> DataParams:
-        if self.source == "folder" and not self.folder:
-            raise ValueError("source is 'folder' but data.folder is empty; set data.folder")
-        if self.source == "synthetic" and len(self.synthetic.shape) != self.spatial_dims:
-            raise ValueError(
-                f"synthetic.shape {list(self.synthetic.shape)} has {len(self.synthetic.shape)} "
-                f"axes but spatial_dims is {self.spatial_dims}; make them agree"
-            )
-        return self
-
-
-def read_params(path: Path) -> DataParams:
-    """Parse the `data` section of params.yaml; errors name the file and field."""
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-        return DataParams.model_validate(raw.get("data", {}))
-    except FileNotFoundError:
-        raise DataError(path, "no such params file; pass --params PATH") from None
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise DataError(path, f"data.{where}: {first['msg']}") from None
+from unetflow.ingest import load_source, read_raw
 
 
 def group_labels(group: GroupParams, stems: list[str], params_file: Path | None) -> list[str]:
@@ -118,9 +36,10 @@ def group_labels(group: GroupParams, stems: list[str], params_file: Path | None)
             match = pattern.search(stem)
             if match is None:
                 raise DataError(
-                    params_file, f"data.split.group.regex {group.regex!r} does not match "
+                    params_file,
+                    f"data.split.group.regex {group.regex!r} does not match "
                     f"image stem {stem!r}; fix the regex so every stem matches",
-                )  # fmt: skip
+                )
             named = match.groupdict().get("group")
             labels.append(named or (match.group(1) if pattern.groups else match.group(0)))
         return labels
@@ -168,8 +87,6 @@ def prepare(
         raw: a folder written by the `ingest` stage; None reads the source directly.
         params_file: where `params` came from (error messages, relative CSV paths).
     """
-    from unetflow.ingest import load_source, read_raw
-
     images, masks, stems = read_raw(raw) if raw is not None else load_source(params)
     group = params.split.group
     groups = group_labels(group, stems, params_file) if group is not None else None
@@ -179,9 +96,11 @@ def prepare(
     staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=out.parent))
     try:
         write_prepared(
-            staging, splits, shard_size=params.shard_size,
+            staging,
+            splits,
+            shard_size=params.shard_size,
             meta={"source": params.source, "params": _provenance(params)},
-        )  # fmt: skip
+        )
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)  # nothing half-written is ever left at `out`

@@ -169,24 +169,53 @@ def evaluate_and_promote(
     champion = tracking.alias_version(client, model_name, CHAMPION)
     if champion == str(candidate.version):  # e.g. a first version crowned at registration
         return PromotionDecision(
-            model_name=model_name, candidate_version=champion, champion_version=champion,
-            promoted=False, reason="it is already the champion; nothing to do",
-            candidate_dice=float("nan"), margin=margin, min_dice=min_dice,
-        )  # fmt: skip
+            model_name=model_name,
+            candidate_version=champion,
+            champion_version=champion,
+            promoted=False,
+            reason="it is already the champion; nothing to do",
+            candidate_dice=float("nan"),
+            margin=margin,
+            min_dice=min_dice,
+        )
     cand_rows = _score(model_name, str(candidate.version), data_dir)
     cand_dice = evaluation.mean_metric(cand_rows)
-    decision = _decide(model_name, str(candidate.version), champion, cand_rows, cand_dice,
-                       data_dir, margin, min_dice, resamples, seed)  # fmt: skip
+    decision = _decide(
+        model_name,
+        str(candidate.version),
+        champion,
+        cand_rows,
+        cand_dice,
+        data_dir,
+        margin,
+        min_dice,
+        resamples,
+        seed,
+    )
     _record(client, decision, candidate.run_id)
     return decision
 
 
 def _decide(
-    name: str, version: str, champion: str | None, cand_rows: list, cand_dice: float,
-    data_dir: Path, margin: float, min_dice: float, resamples: int, seed: int,
-) -> PromotionDecision:  # fmt: skip
-    common = {"model_name": name, "candidate_version": version, "champion_version": champion,
-              "candidate_dice": cand_dice, "margin": margin, "min_dice": min_dice}  # fmt: skip
+    name: str,
+    version: str,
+    champion: str | None,
+    cand_rows: list,
+    cand_dice: float,
+    data_dir: Path,
+    margin: float,
+    min_dice: float,
+    resamples: int,
+    seed: int,
+) -> PromotionDecision:
+    common = {
+        "model_name": name,
+        "candidate_version": version,
+        "champion_version": champion,
+        "candidate_dice": cand_dice,
+        "margin": margin,
+        "min_dice": min_dice,
+    }
     if not (cand_dice >= min_dice):
         reason = f"mean test Dice {cand_dice:.4f} is below the gate min_dice={min_dice}"
         return PromotionDecision(promoted=False, reason=reason, **common)
@@ -195,16 +224,21 @@ def _decide(
         return PromotionDecision(promoted=True, reason=reason, **common)
     champ_rows = _score(name, champion, data_dir)
     boot = paired_bootstrap(
-        np.array([r["dice"] for r in cand_rows]), np.array([r["dice"] for r in champ_rows]),
-        resamples=resamples, seed=seed,
-    )  # fmt: skip
+        np.array([r["dice"] for r in cand_rows]),
+        np.array([r["dice"] for r in champ_rows]),
+        resamples=resamples,
+        seed=seed,
+    )
     promoted = boot.ci_low > margin
     relation = "above" if promoted else "not above"
     reason = f"CI lower bound {boot.ci_low:+.4f} is {relation} the margin {margin}"
     return PromotionDecision(
-        promoted=promoted, reason=reason, champion_dice=evaluation.mean_metric(champ_rows),
-        bootstrap=boot, **common,
-    )  # fmt: skip
+        promoted=promoted,
+        reason=reason,
+        champion_dice=evaluation.mean_metric(champ_rows),
+        bootstrap=boot,
+        **common,
+    )
 
 
 def _record(client: MlflowClient, decision: PromotionDecision, run_id: str | None) -> None:

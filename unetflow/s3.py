@@ -278,9 +278,12 @@ def upload_file(
 
     def put() -> None:
         s3.upload_file(
-            str(path), bucket, key,
-            ExtraArgs={"ChecksumAlgorithm": "SHA256"}, Config=transfer or transfer_config(),
-        )  # fmt: skip
+            str(path),
+            bucket,
+            key,
+            ExtraArgs={"ChecksumAlgorithm": "SHA256"},
+            Config=transfer or transfer_config(),
+        )
 
     try:
         with_retries(put, f"upload {path} to s3://{bucket}/{key}", policy)

@@ -127,9 +127,14 @@ def train_and_register(
     experiment_id = tracking.ensure_experiment(cfg.tracking.experiment, project_dir)
     name, storage = run_name(cfg, data_version), storage_path(cfg, project_dir)
     tags = tracking.lineage_tags(
-        {**lineage, **tracking.git_state(project_dir), "data_version": data_version,
-         "ray_run_name": name, "ray_storage_path": storage}
-    )  # fmt: skip
+        {
+            **lineage,
+            **tracking.git_state(project_dir),
+            "data_version": data_version,
+            "ray_run_name": name,
+            "ray_storage_path": storage,
+        }
+    )
     with tracking.tracked_run(
         experiment_id=experiment_id, run_name=name, tags=tags, log_system_metrics=True
     ) as run:
@@ -137,9 +142,12 @@ def train_and_register(
         config_yaml = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
         mlflow.log_text(tracking.redact(config_yaml), tracking.CONFIG_ARTIFACT)
         outcome = fit_with_ray(
-            cfg, data_dir, name, storage,
+            cfg,
+            data_dir,
+            name,
+            storage,
             tracking={"uri": mlflow.get_tracking_uri(), "run_id": run.info.run_id},
-        )  # fmt: skip
+        )
         with outcome.best_checkpoint.as_directory() as ckpt_dir:
             weights = load_checkpoint(Path(ckpt_dir) / CHECKPOINT_FILE)["model"]
         with tempfile.TemporaryDirectory() as tmp:
@@ -154,18 +162,27 @@ def train_and_register(
             )
         dice = test_metrics.get("test_dice", float("nan"))
         reg = tracking.register(
-            model_uri, cfg.tracking.registered_model, cfg.tracking.champion_alias,
+            model_uri,
+            cfg.tracking.registered_model,
+            cfg.tracking.champion_alias,
             {**tags, f"{tracking.TAG}run_id": run.info.run_id},
             description=_version_description(cfg, data_version, dice),
             passes_gate=dice >= cfg.tracking.min_dice,
-        )  # fmt: skip
+        )
     best_val = {k: float(v) for k, v in outcome.best_metrics.items() if k.startswith("val_")}
     return TrainReport(
-        run_id=run.info.run_id, experiment_id=experiment_id, model_uri=model_uri,
-        registered_name=reg.name, version=reg.version, became_champion=reg.became_champion,
-        test_metrics=test_metrics, best_val=best_val, ray_run_name=name,
-        storage_path=tracking.redact(storage), lineage=tags,
-    )  # fmt: skip
+        run_id=run.info.run_id,
+        experiment_id=experiment_id,
+        model_uri=model_uri,
+        registered_name=reg.name,
+        version=reg.version,
+        became_champion=reg.became_champion,
+        test_metrics=test_metrics,
+        best_val=best_val,
+        ray_run_name=name,
+        storage_path=tracking.redact(storage),
+        lineage=tags,
+    )
 
 
 def _version_description(cfg: ExperimentConfig, data_version: str, dice: float) -> str:

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from prefect.client.schemas.sorting import DeploymentSort, FlowSort
 
-from unetflow.testing.net import stop
-from unetflow.testing.postgres import create_database, postgres_server
-from unetflow.testing.prefect_server import prefect_server
+from tests.support.net import stop
+from tests.support.postgres import create_database, postgres_server
+from tests.support.prefect_server import prefect_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -59,16 +59,24 @@ def test_deploy_then_worker_runs_a_deployment_with_retries(
 ) -> None:
     deploy = subprocess.run(
         [str(BIN / "unetflow"), "deploy", "--project-dir", str(project_dir)],
-        env=client_env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        env=client_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert deploy.returncode == 0, deploy.stderr[-2000:]
 
     with _client(server) as client:
         deployments = client.read_deployments(limit=100, sort=DeploymentSort.NAME_ASC)
         flows = {f.id: f.name for f in client.read_flows(limit=100, sort=FlowSort.NAME_ASC)}
     by_flow = {f"{flows[d.flow_id]}/{d.name}": d for d in deployments}
-    assert {"pipeline/nightly", "tune/weekly", "data_prep/on-demand", "train/on-demand",
-            "evaluate_and_promote/on-demand"} <= set(by_flow)  # fmt: skip
+    assert {
+        "pipeline/nightly",
+        "tune/weekly",
+        "data_prep/on-demand",
+        "train/on-demand",
+        "evaluate_and_promote/on-demand",
+    } <= set(by_flow)
     crons = {k: [s.schedule.cron for s in d.schedules] for k, d in by_flow.items()}
     assert crons["pipeline/nightly"] == ["0 2 * * *"]
     assert crons["tune/weekly"] == ["0 3 * * 0"]
@@ -83,15 +91,27 @@ def test_deploy_then_worker_runs_a_deployment_with_retries(
         [sys.executable, "-m", "dvc", "init", "--no-scm"], cwd=project_dir, check=True
     )
     subprocess.run(
-        [sys.executable, "-m", "dvc", "remote", "add", "--local", "-d", "storage",
-         str(blocker / "remote")],
-        cwd=project_dir, check=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "dvc",
+            "remote",
+            "add",
+            "--local",
+            "-d",
+            "storage",
+            str(blocker / "remote"),
+        ],
+        cwd=project_dir,
+        check=True,
+    )
 
     worker = subprocess.Popen(
         [str(BIN / "prefect"), "worker", "start", "--pool", "unetflow-process"],
-        env=client_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        env=client_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         flow_run = _run_and_wait(
             server,

@@ -107,8 +107,9 @@ def test_train_flow_on_a_raw_folder_retrains_only_when_the_folder_changes(
     from flows.pipeline import train
 
     raw = raw_folder(project_dir, n=12)
-    cfg = parse_config({**TINY, "name": "folder", "train": {"epochs": 1, "batch_size": 4},
-                        "data": {"path": "raw"}})  # fmt: skip
+    cfg = parse_config(
+        {**TINY, "name": "folder", "train": {"epochs": 1, "batch_size": 4}, "data": {"path": "raw"}}
+    )
     params = TrainParams(config=cfg, project_dir=str(project_dir))
 
     first = train(params)

@@ -11,9 +11,12 @@ from unetflow.config import load_config
 pytestmark = pytest.mark.slow
 
 TINY = {
-    "model.base_channels": 8, "model.depth": 2, "train.batch_size": 8, "train.epochs": 1,
+    "model.base_channels": 8,
+    "model.depth": 2,
+    "train.batch_size": 8,
+    "train.epochs": 1,
     "scaling.num_workers": 1,
-}  # fmt: skip
+}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +35,7 @@ def test_tune_flow_returns_best_config_and_leaves_tables(
 
     from flows.params import TuneParams
     from flows.pipeline import tune
-    from tune.search import SearchConfig
+    from tune.search_config import SearchConfig
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     base = load_config(None, {**TINY, "data.path": str(prepared_dir)})

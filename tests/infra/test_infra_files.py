@@ -18,7 +18,15 @@ def _load_all(path: Path) -> list[dict]:
 def test_compose_ports_are_loopback_only_and_services_healthchecked() -> None:
     compose = _load_all(INFRA / "compose.yaml")[0]
     services = compose["services"]
-    assert {"postgres", "minio", "mlflow", "prefect-server", "prefect-worker", "ray-head", "ray-worker"} <= set(services)  # fmt: skip
+    assert {
+        "postgres",
+        "minio",
+        "mlflow",
+        "prefect-server",
+        "prefect-worker",
+        "ray-head",
+        "ray-worker",
+    } <= set(services)
     for name, svc in services.items():
         for port in svc.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from tune import algorithms
 from tune.pareto import TrialPoint, choose, front_table, pareto_front
-from tune.search import SearchConfig
+from tune.search_config import SearchConfig
 from tune.space import load_space
 from unetflow.errors import UsageError
 
@@ -61,8 +61,12 @@ def test_pbt_mutates_only_continuous_keys() -> None:
 
 
 def test_pareto_front_and_choice() -> None:
-    pts = [TrialPoint("a", 0.80, 100, {}), TrialPoint("b", 0.85, 300, {}),
-           TrialPoint("c", 0.70, 200, {}), TrialPoint("d", 0.90, 1000, {"k": "x"})]  # fmt: skip
+    pts = [
+        TrialPoint("a", 0.80, 100, {}),
+        TrialPoint("b", 0.85, 300, {}),
+        TrialPoint("c", 0.70, 200, {}),
+        TrialPoint("d", 0.90, 1000, {"k": "x"}),
+    ]
     front = pareto_front(pts)
     assert [p.trial_id for p in front] == ["a", "b", "d"]
     assert choose(front).trial_id == "d"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from unetflow.cli import main
+from unetflow_cli.main import main
 
 SPACES = Path(__file__).resolve().parents[2] / "tune" / "spaces"
 
@@ -20,8 +20,15 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
 def test_unknown_search_algorithm_lists_the_valid_ones(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    code, err = run(capsys, "--space", str(SPACES / "hpo.yaml"), "--search-alg", "cmaes",
-                    "--project-dir", str(tmp_path))  # fmt: skip
+    code, err = run(
+        capsys,
+        "--space",
+        str(SPACES / "hpo.yaml"),
+        "--search-alg",
+        "cmaes",
+        "--project-dir",
+        str(tmp_path),
+    )
     assert code == 2
     assert "search_alg" in err and "'optuna'" in err and "'bohb'" in err
     assert len(err.splitlines()) == 1
@@ -41,8 +48,15 @@ def test_invalid_space_value_fails_naming_file_key_and_values(
 def test_missing_data_and_unknown_resume_name(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    code, err = run(capsys, "--space", str(SPACES / "hpo.yaml"), "--project-dir", str(tmp_path),
-                    "--data", str(tmp_path / "nowhere"))  # fmt: skip
+    code, err = run(
+        capsys,
+        "--space",
+        str(SPACES / "hpo.yaml"),
+        "--project-dir",
+        str(tmp_path),
+        "--data",
+        str(tmp_path / "nowhere"),
+    )
     assert code == 2 and "nowhere" in err
     code, err = run(capsys, "--resume", "ghost", "--project-dir", str(tmp_path))
     assert code == 2 and "no search named 'ghost'" in err

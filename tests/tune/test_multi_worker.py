@@ -18,10 +18,18 @@ SPACE = Path(__file__).resolve().parents[2] / "tune" / "spaces" / "hpo.yaml"
 def test_multi_worker_trial_reports_every_epoch(
     ray_local: None, prepared_dir: Path, project_dir: Path
 ) -> None:
-    base = load_config(None, {"model.base_channels": 8, "model.depth": 2,
-                              "scaling.num_workers": 2, "scaling.cpus_per_worker": 1})  # fmt: skip
-    search = SearchConfig(name="multi", space=str(SPACE), num_samples=1, epochs=2,
-                          scheduler="fifo", track=False)  # fmt: skip
+    base = load_config(
+        None,
+        {
+            "model.base_channels": 8,
+            "model.depth": 2,
+            "scaling.num_workers": 2,
+            "scaling.cpus_per_worker": 1,
+        },
+    )
+    search = SearchConfig(
+        name="multi", space=str(SPACE), num_samples=1, epochs=2, scheduler="fifo", track=False
+    )
     result = run_search(search, project_dir, base, prepared_dir)
 
     (trial,) = result.trials

@@ -15,8 +15,8 @@ import pytest
 from mlflow import MlflowClient
 
 from tune.mlflow_logging import SEARCH_TAG, child_runs
-from unetflow.cli import main
 from unetflow.tracking import tracking_uri
+from unetflow_cli.main import main
 
 SPACE = Path(__file__).resolve().parents[2] / "tune" / "spaces" / "hpo.yaml"
 NAME = "resume-test"
@@ -28,8 +28,9 @@ def _finished_children(uri: str, name: str) -> dict[str, str]:
     if experiment is None:
         return {}
     runs = child_runs(uri, experiment.experiment_id, name)
-    return {r.data.tags["unetflow.trial_id"]: r.info.run_id for r in runs
-            if r.info.status == "FINISHED"}  # fmt: skip
+    return {
+        r.data.tags["unetflow.trial_id"]: r.info.run_id for r in runs if r.info.status == "FINISHED"
+    }
 
 
 @pytest.mark.slow
@@ -39,15 +40,39 @@ def test_killed_search_resumes_without_rerun_or_duplicates(
 ) -> None:
     import ray
 
-    args = ["tune", "--space", str(SPACE), "--name", NAME, "--num-samples", "4",
-            "--epochs", "2", "--scheduler", "fifo", "--max-concurrent", "1",
-            "--data", str(prepared_dir), "--project-dir", str(project_dir),
-            "--set", "model.base_channels=8", "--set", "model.depth=2",
-            "--set", "scaling.num_workers=1"]  # fmt: skip
+    args = [
+        "tune",
+        "--space",
+        str(SPACE),
+        "--name",
+        NAME,
+        "--num-samples",
+        "4",
+        "--epochs",
+        "2",
+        "--scheduler",
+        "fifo",
+        "--max-concurrent",
+        "1",
+        "--data",
+        str(prepared_dir),
+        "--project-dir",
+        str(project_dir),
+        "--set",
+        "model.base_channels=8",
+        "--set",
+        "model.depth=2",
+        "--set",
+        "scaling.num_workers=1",
+    ]
     # The driver joins the session's cluster, so killing it kills only the driver.
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
-    driver = subprocess.Popen([sys.executable, "-m", "unetflow.cli", *args], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "unetflow_cli.main", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     uri = tracking_uri(project_dir)
     try:
         deadline = time.monotonic() + 400

@@ -14,8 +14,13 @@ from unetflow.config import load_config
 from unetflow.tracking import tracking_uri
 
 SPACES = Path(__file__).resolve().parents[2] / "tune" / "spaces"
-TINY = {"model.base_channels": 8, "model.depth": 2, "train.batch_size": 8,
-        "scaling.num_workers": 1, "tracking.registered_model": "unet-tune-test"}  # fmt: skip
+TINY = {
+    "model.base_channels": 8,
+    "model.depth": 2,
+    "train.batch_size": 8,
+    "scaling.num_workers": 1,
+    "tracking.registered_model": "unet-tune-test",
+}
 
 
 @pytest.mark.slow
@@ -24,9 +29,14 @@ def test_nas_search_tracks_front_and_registers_best(
     ray_local: None, prepared_dir: Path, project_dir: Path
 ) -> None:
     search = SearchConfig(
-        name="nas-test", space=str(SPACES / "nas.yaml"), num_samples=2, epochs=2,
-        search_alg="optuna", cost="params", retrain=True,
-    )  # fmt: skip
+        name="nas-test",
+        space=str(SPACES / "nas.yaml"),
+        num_samples=2,
+        epochs=2,
+        search_alg="optuna",
+        cost="params",
+        retrain=True,
+    )
     result = run_search(search, project_dir, load_config(None, TINY), prepared_dir)
 
     assert len(result.trials) == 2 and not result.errors

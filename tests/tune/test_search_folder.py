@@ -11,8 +11,13 @@ from unetflow.config import load_config
 from unetflow.datasets import folder_hash
 
 SPACES = Path(__file__).resolve().parents[2] / "tune" / "spaces"
-TINY = {"model.base_channels": 8, "model.depth": 2, "train.batch_size": 4,
-        "scaling.num_workers": 1, "data.path": "raw"}  # fmt: skip
+TINY = {
+    "model.base_channels": 8,
+    "model.depth": 2,
+    "train.batch_size": 4,
+    "scaling.num_workers": 1,
+    "data.path": "raw",
+}
 
 
 @pytest.mark.slow
@@ -20,8 +25,9 @@ def test_search_on_a_raw_folder_prepares_it_once(
     ray_local: None, raw_folder, tmp_path: Path
 ) -> None:
     raw = raw_folder(tmp_path, n=12)
-    search = SearchConfig(name="folder", space=str(SPACES / "hpo.yaml"), num_samples=1,
-                          epochs=1, track=False)  # fmt: skip
+    search = SearchConfig(
+        name="folder", space=str(SPACES / "hpo.yaml"), num_samples=1, epochs=1, track=False
+    )
     result = run_search(search, tmp_path, load_config(None, TINY))
 
     assert not result.errors and len(result.trials) == 1

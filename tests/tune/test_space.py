@@ -65,8 +65,10 @@ def test_bad_shape_of_a_parameter(tmp_path: Path) -> None:
 
 
 def test_invalid_combination_asks_for_a_condition(tmp_path: Path) -> None:
-    params = {"model.skip": {"choice": ["concat", "nested"]},
-              "model.attention_gates": {"choice": [False, True]}}  # fmt: skip
+    params = {
+        "model.skip": {"choice": ["concat", "nested"]},
+        "model.attention_gates": {"choice": [False, True]},
+    }
     with pytest.raises(ConfigError, match=r"combination .* is invalid.*add a `when:`"):
         load_space(write(tmp_path, params))
     params["model.attention_gates"]["when"] = {"model.skip": "concat"}
@@ -76,9 +78,14 @@ def test_invalid_combination_asks_for_a_condition(tmp_path: Path) -> None:
 def test_conditional_parameter_applies_only_when_its_condition_holds() -> None:
     space = load_space(SPACES / "nas.yaml")
     base = ExperimentConfig()
-    sampled = {"model.preset": "unet", "model.depth": 3, "model.deep_supervision": False,
-               "loss.deep_supervision_decay": 0.5, "model.skip": "nested",
-               "model.attention_gates": True}  # fmt: skip
+    sampled = {
+        "model.preset": "unet",
+        "model.depth": 3,
+        "model.deep_supervision": False,
+        "loss.deep_supervision_decay": 0.5,
+        "model.skip": "nested",
+        "model.attention_gates": True,
+    }
     cfg = resolve_config(base, sampled, space.params)
     assert cfg.loss.deep_supervision_weights is None
     assert cfg.model.skip == "nested" and cfg.model.attention_gates is False
@@ -88,8 +95,9 @@ def test_conditional_parameter_applies_only_when_its_condition_holds() -> None:
 
 def test_virtual_keys_preset_and_augment_strength() -> None:
     base = ExperimentConfig()
-    cfg = resolve_config(base, {"model.preset": "unetpp", "model.depth": 2,
-                                "data.augment.strength": 0.0})  # fmt: skip
+    cfg = resolve_config(
+        base, {"model.preset": "unetpp", "model.depth": 2, "data.augment.strength": 0.0}
+    )
     assert cfg.model.skip == "nested" and cfg.model.depth == 2
     assert cfg.model.out_channels == base.model.out_channels
     assert cfg.data.augment.is_identity

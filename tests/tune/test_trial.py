@@ -13,8 +13,13 @@ from unet_core.engine import CHECKPOINT_FILE, load_checkpoint
 from unet_core.models import create_model
 from unetflow.config import ExperimentConfig, load_config
 
-TINY = {"model.base_channels": 8, "model.depth": 2, "train.batch_size": 8, "train.epochs": 2,
-        "train.early_stopping.enabled": False}  # fmt: skip
+TINY = {
+    "model.base_channels": 8,
+    "model.depth": 2,
+    "train.batch_size": 8,
+    "train.epochs": 2,
+    "train.early_stopping.enabled": False,
+}
 
 
 def test_train_in_process_reports_every_epoch_with_a_loadable_checkpoint(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from unetflow.cli import build_parser, main
+from unetflow_cli.main import build_parser, main
 
 BIN = Path(sys.executable).parent
 
@@ -39,16 +39,23 @@ def test_console_script_is_installed_and_reports_bad_config(tmp_path: Path) -> N
 
 
 def _result(**extra: object) -> dict:
-    return {"data_version": "abc.dir", "test_metrics": {"test_dice": 0.9, "test_iou": 0.8},
-            "run_id": "r1", "registered_name": "unet-seg", "version": "1",
-            "storage_path": "/s", "ray_run_name": "n", **extra}  # fmt: skip
+    return {
+        "data_version": "abc.dir",
+        "test_metrics": {"test_dice": 0.9, "test_iou": 0.8},
+        "run_id": "r1",
+        "registered_name": "unet-seg",
+        "version": "1",
+        "storage_path": "/s",
+        "ray_run_name": "n",
+        **extra,
+    }
 
 
 @pytest.mark.parametrize(("champion", "labelled"), [("1", True), ("2", False), (None, False)])
 def test_summary_labels_the_version_champion_only_when_the_registry_says_so(
     tmp_path: Path, capsys, champion: str | None, labelled: bool
 ) -> None:
-    from unetflow.commands.run import _print_result
+    from unetflow_cli.run import _print_result
 
     # A reused run: its cached report says it became champion; the alias has moved since.
     result = _result(reused=True, became_champion=True, champion_version=champion)
@@ -60,7 +67,7 @@ def test_summary_labels_the_version_champion_only_when_the_registry_says_so(
 
 
 def test_summary_names_where_the_data_version_comes_from(tmp_path: Path, capsys) -> None:
-    from unetflow.commands.run import _print_result
+    from unetflow_cli.run import _print_result
 
     _print_result(_result(data_version="folder-0123abcd"), tmp_path, None, "champion")
     _print_result(_result(data_version="abc.dir"), tmp_path, None, "champion")
@@ -75,7 +82,7 @@ def test_ui_hint_follows_the_tracking_uri_the_user_set_before_the_flow(
 ) -> None:
     from types import SimpleNamespace
 
-    from unetflow.commands import run
+    from unetflow_cli import run
 
     if server is None:
         monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from unetflow.cli import main
 from unetflow.config import ConfigError, ExperimentConfig, flatten, load_config
+from unetflow_cli.main import main
 
 
 def test_defaults_are_valid_and_fingerprint_is_stable() -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.s3 import OutageProxy, S3Endpoint, s3_server
 from unetflow import dvc_data
-from unetflow.cli import main as cli_main
 from unetflow.errors import UsageError
-from unetflow.testing.s3 import OutageProxy, S3Endpoint, s3_server
+from unetflow_cli.main import main as cli_main
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -48,8 +48,20 @@ def test_push_survives_an_outage_then_pull_restores_byte_identical_data(
 ) -> None:
     """Prepare, push through an outage, delete cache and data, pull; then one exact version."""
     with OutageProxy(endpoint.port) as proxy:
-        assert cli_main(["data", "remote", "s3://dvc/store", "--endpoint", proxy.url,
-                         "--project-dir", str(project_dir)]) == 0  # fmt: skip
+        assert (
+            cli_main(
+                [
+                    "data",
+                    "remote",
+                    "s3://dvc/store",
+                    "--endpoint",
+                    proxy.url,
+                    "--project-dir",
+                    str(project_dir),
+                ]
+            )
+            == 0
+        )
         assert cli_main(["data", "prepare", "--project-dir", str(project_dir)]) == 0
         before = _digest(project_dir / "data")
         version = dvc_data.data_version(project_dir)

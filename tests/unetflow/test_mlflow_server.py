@@ -43,7 +43,7 @@ def _git_project(root: Path) -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, prepared_dir: Path, ray_local):
     """Server stack + one training registered as version 1 (secrets in env and lineage)."""
-    from unetflow.testing.mlflow_server import mlflow_stack
+    from tests.support.mlflow_server import mlflow_stack
     from unetflow.training import train_and_register
 
     root = tmp_path_factory.mktemp("server-project")
@@ -93,8 +93,8 @@ def test_training_logs_run_artifacts_and_gates_champion(trained) -> None:
 
 
 def test_promotion_rollback_and_lineage(trained) -> None:
-    from unetflow.cli import main
     from unetflow.promotion import evaluate_and_promote
+    from unetflow_cli.main import main
 
     root, report, client = trained["root"], trained["report"], MlflowClient()
     # No champion: the absolute gate decides.
@@ -125,7 +125,7 @@ def test_promotion_rollback_and_lineage(trained) -> None:
 
 
 def test_lineage_prints_chain_and_reproduce_command(trained, capsys) -> None:
-    from unetflow.cli import main
+    from unetflow_cli.main import main
 
     root = trained["root"]
     assert main(["lineage", f"models:/{MODEL}/1", "--project-dir", str(root)]) == 0

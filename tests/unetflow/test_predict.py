@@ -15,8 +15,8 @@ from PIL import Image
 from unet_core.engine import save_checkpoint
 from unet_core.models import create_model, get_model_config
 from unet_core.package import InferenceSpec, save_package
-from unetflow.cli import main
 from unetflow.config import parse_config
+from unetflow_cli.main import main
 
 
 def _package(tmp_path: Path, preset: str = "unet") -> Path:
@@ -71,14 +71,28 @@ def test_predict_from_training_checkpoint(tmp_path: Path, images_2d: Path) -> No
     cfg = parse_config({"model": {"preset": "unet", "base_channels": 4, "depth": 2}})
     spec = InferenceSpec((0.5,), (0.2,))
     state = {
-        "epoch": 0, "model": create_model(cfg.model).state_dict(),
-        "config": cfg.model_dump_json(), "inference": json.dumps(spec.__dict__),
-    }  # fmt: skip
+        "epoch": 0,
+        "model": create_model(cfg.model).state_dict(),
+        "config": cfg.model_dump_json(),
+        "inference": json.dumps(spec.__dict__),
+    }
     ckpt = save_checkpoint(state, tmp_path / "ckpt" / "checkpoint.pt")
     out = tmp_path / "out"
     # A Ray checkpoint folder works as well as the file inside it.
-    assert main(["predict", "--model", str(ckpt.parent), "--input", str(images_2d),
-                 "--output", str(out)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(ckpt.parent),
+                "--input",
+                str(images_2d),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert len(list(out.iterdir())) == 3
 
 

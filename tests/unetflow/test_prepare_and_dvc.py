@@ -9,10 +9,10 @@ import yaml
 
 from unet_core.data import load_split_with_stems, read_manifest
 from unetflow import dvc_data
-from unetflow.cli import main as cli_main
 from unetflow.ingest import main as ingest_main
 from unetflow.prepare import main as prepare_main
 from unetflow.stats import StatsParams, write_stats
+from unetflow_cli.main import main as cli_main
 
 
 def _digest(folder: Path) -> dict[str, str]:

@@ -65,10 +65,15 @@ def test_decision_table_names_versions_and_interval() -> None:
     from unetflow.promotion import BootstrapResult
 
     decision = PromotionDecision(
-        model_name="m", candidate_version="3", champion_version="2", promoted=True,
-        reason="CI lower bound +0.0100 is above the margin 0.0", candidate_dice=0.81,
-        champion_dice=0.78, bootstrap=BootstrapResult(0.03, 0.01, 0.05, 12),
-    )  # fmt: skip
+        model_name="m",
+        candidate_version="3",
+        champion_version="2",
+        promoted=True,
+        reason="CI lower bound +0.0100 is above the margin 0.0",
+        candidate_dice=0.81,
+        champion_dice=0.78,
+        bootstrap=BootstrapResult(0.03, 0.01, 0.05, 12),
+    )
     table = decision.markdown()
     assert "candidate v3 mean Dice | 0.8100" in table
     assert "champion v2 mean Dice | 0.7800" in table
@@ -84,8 +89,8 @@ def embedded_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_rollback_without_previous_champion_is_a_clear_error(embedded_registry: Path) -> None:
     import mlflow
 
-    from unetflow.cli import main
     from unetflow.tracking import tracking_uri
+    from unetflow_cli.main import main
 
     mlflow.set_tracking_uri(tracking_uri(embedded_registry))
     MlflowClient().create_registered_model("m")
@@ -109,9 +114,13 @@ def test_decision_summary_and_dict_are_plain() -> None:
     import json
 
     decision = PromotionDecision(
-        model_name="m", candidate_version="1", champion_version=None, promoted=True,
-        reason="no champion yet", candidate_dice=0.7,
-    )  # fmt: skip
+        model_name="m",
+        candidate_version="1",
+        champion_version=None,
+        promoted=True,
+        reason="no champion yet",
+        candidate_dice=0.7,
+    )
     assert decision.summary() == "m v1 promoted to champion: no champion yet"
     assert json.loads(json.dumps(decision.as_dict()))["candidate_dice"] == 0.7
 

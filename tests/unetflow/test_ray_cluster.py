@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.ray_cluster import ray_cluster
+from tests.support.s3 import s3_server
 from unet_core.engine import load_checkpoint
-from unetflow.testing.ray_cluster import ray_cluster
-from unetflow.testing.s3 import s3_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -45,19 +45,23 @@ def test_two_node_cluster_trains_with_checkpoints_on_s3(prepared_dir: Path, tmp_
         # One `trainer` slot per node and STRICT_SPREAD: the two ranks must land on
         # different nodes, or the run could not be scheduled at all.
         "scaling": {
-            "num_workers": 2, "resources_per_worker": {"trainer": 1},
+            "num_workers": 2,
+            "resources_per_worker": {"trainer": 1},
             "placement_strategy": "STRICT_SPREAD",
         },
         "checkpoint": {"storage_path": "s3://ckpt/runs", "max_failures": 0},
-    }  # fmt: skip
+    }
     with s3_server() as s3:
         s3.create_bucket("ckpt")
         with ray_cluster({"trainer": 1}, {"trainer": 1}, cpus_per_node=1, env=s3.env()) as rc:
             env = {**os.environ, **s3.env(), **rc.env()}
             proc = subprocess.run(
                 [sys.executable, "-c", DRIVER, json.dumps(cfg), str(prepared_dir)],
-                env=env, capture_output=True, text=True, timeout=420,
-            )  # fmt: skip
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=420,
+            )
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
         result = json.loads(line.removeprefix("RESULT "))

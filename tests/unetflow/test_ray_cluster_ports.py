@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from unetflow.testing import ray_cluster as rc
+from tests.support import ray_cluster as rc
 
 
 def _ports(args: list[str]) -> tuple[list[int], range]:

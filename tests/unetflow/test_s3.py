@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.support.s3 import OutageProxy, S3Endpoint, s3_server
 from unetflow import s3
 from unetflow.errors import UsageError
-from unetflow.testing.s3 import OutageProxy, S3Endpoint, s3_server
 
 pytestmark = pytest.mark.integration
 FAST = s3.RetryPolicy(deadline_s=20.0, initial_s=0.2, max_backoff_s=1.0)

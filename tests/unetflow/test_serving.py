@@ -16,11 +16,11 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.support.net import free_port, http_ok, stop, wait_until
 from unet_core.models import create_model, get_model_config
 from unet_core.package import InferenceSpec, save_package
 from unetflow import tracking
-from unetflow.cli import main
-from unetflow.testing.net import free_port, http_ok, stop, wait_until
+from unetflow_cli.main import main
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -33,9 +33,11 @@ def logged_model(tmp_path: Path, monkeypatch) -> str:
     config = get_model_config("unet", base_channels=4, depth=2)
     torch.manual_seed(0)
     package = save_package(
-        tmp_path / "model.pt", create_model(config).state_dict(), config,
+        tmp_path / "model.pt",
+        create_model(config).state_dict(),
+        config,
         InferenceSpec((0.5,), (0.2,)),
-    )  # fmt: skip
+    )
     experiment = mlflow.create_experiment("serve", artifact_location=(tmp_path / "art").as_uri())
     with mlflow.start_run(experiment_id=experiment):
         example = np.zeros((1, 1, 32, 32), np.float32)
@@ -67,10 +69,23 @@ def test_logged_model_predicts_in_process_cli_and_server(logged_model: str, tmp_
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [mlflow_bin, "models", "serve", "-m", logged_model, "--env-manager", "local",
-             "-h", "127.0.0.1", "-p", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, env=env,
-        )  # fmt: skip
+            [
+                mlflow_bin,
+                "models",
+                "serve",
+                "-m",
+                logged_model,
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     try:
         wait_until(lambda: _ping(port), "mlflow models serve", 180, proc=proc, log=str(log))
         request = urllib.request.Request(

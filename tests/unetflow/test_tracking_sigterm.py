@@ -55,8 +55,10 @@ def test_sigterm_ends_run_killed(tmp_path: Path, prepared_dir: Path, ray_local) 
     env["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "1"
     proc = subprocess.Popen(
         [sys.executable, "-c", SCRIPT, str(root), json.dumps(LONG)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     client = MlflowClient(tracking_uri=f"sqlite:///{root / '.unetflow' / 'mlflow.db'}")
     try:
         run = _training_run(client, proc)

@@ -19,10 +19,12 @@ from unetflow.training import _package, evaluate_split, evaluate_test
 def test_one_pass_gives_the_metrics_of_a_plain_evaluation(
     prepared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, channels: int
 ) -> None:
-    cfg = parse_config({
-        "model": {"preset": "unet", "base_channels": 8, "depth": 2, "out_channels": channels},
-        "loss": {"name": "dice_bce" if mode == "binary" else "ce", "mode": mode},
-    })  # fmt: skip
+    cfg = parse_config(
+        {
+            "model": {"preset": "unet", "base_channels": 8, "depth": 2, "out_channels": channels},
+            "loss": {"name": "dice_bce" if mode == "binary" else "ce", "mode": mode},
+        }
+    )
     torch.manual_seed(0)
     weights = create_model(cfg.model).state_dict()
     package = _package(cfg, weights, prepared_dir, tmp_path)
@@ -31,9 +33,10 @@ def test_one_pass_gives_the_metrics_of_a_plain_evaluation(
     reads: list[str] = []
     real = datasets_module.load_split_with_stems
     monkeypatch.setattr(
-        datasets_module, "load_split_with_stems",
+        datasets_module,
+        "load_split_with_stems",
         lambda d, split, **kw: reads.append(split) or real(d, split, **kw),
-    )  # fmt: skip
+    )
     test = evaluate_test(cfg, weights, package, prepared_dir)
 
     assert reads == ["test"]  # read once, for metrics, table and example alike

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from unet_core.engine.results import EpochResult, FitResult
+
 if TYPE_CHECKING:
-    from unet_core.engine.loop import FitResult, Trainer
+    from unet_core.engine.loop import Trainer
 
 FORMAT_VERSION = 1
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -55,8 +57,6 @@ def capture_state(trainer: Trainer, epoch: int, result: FitResult, stale_epochs:
 
 def restore_state(trainer: Trainer, state: dict, result: FitResult) -> tuple[int, int]:
     """Load `state` into `trainer` and `result`; returns (next epoch, stale epochs)."""
-    from unet_core.engine.loop import EpochResult
-
     unwrap(trainer.model).load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.schedule.load_state_dict(state["schedule"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -19,19 +19,10 @@ from torch import nn
 from unet_core.engine.checkpoint import capture_state, restore_state
 from unet_core.engine.config import TrainConfig
 from unet_core.engine.optim import Schedule
+from unet_core.engine.results import EpochResult, FitResult
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Augment = Callable[[torch.Tensor, torch.Tensor], Batch]
-
-
-@dataclass
-class EpochResult:
-    """What one epoch produced; `metrics` holds `train_*` and `val_*` keys."""
-
-    epoch: int
-    metrics: dict[str, float]
-    improved: bool
-    seconds: float
 
 
 @dataclass
@@ -44,14 +35,6 @@ class Hooks:
 
     on_epoch_end: Callable[[EpochResult, dict], None] | None = None
     on_step: Callable[[int, float], None] | None = None
-
-
-@dataclass
-class FitResult:
-    history: list[EpochResult] = field(default_factory=list)
-    best_metric: float | None = None
-    best_epoch: int | None = None
-    stopped_early: bool = False
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:

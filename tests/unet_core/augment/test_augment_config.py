@@ -37,8 +37,9 @@ def test_invalid_values_are_refused_with_a_hint(field: str, value: object, messa
 def test_enabled_transform_missing_from_order_is_refused() -> None:
     with pytest.raises(ValidationError, match="gamma_prob > 0"):
         AugmentConfig(intensity_order=("brightness", "contrast", "noise", "blur"))
-    cfg = AugmentConfig(intensity_order=("noise",), brightness_prob=0, contrast_prob=0,
-                        gamma_prob=0, blur_prob=0)  # fmt: skip
+    cfg = AugmentConfig(
+        intensity_order=("noise",), brightness_prob=0, contrast_prob=0, gamma_prob=0, blur_prob=0
+    )
     assert cfg.intensity_order == ("noise",)
 
 

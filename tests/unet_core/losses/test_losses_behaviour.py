@@ -91,9 +91,15 @@ def test_loss_config_builds_the_same_loss_as_create_loss():
 
 def test_loss_config_combo_terms_and_deep_supervision():
     cfg = LossConfig.model_validate(
-        {"name": "combo", "terms": [{"name": "dice"}, {"name": "tversky", "weight": 0.5, "params": {"beta": 0.7}}],
-         "deep_supervision": True}
-    )  # fmt: skip
+        {
+            "name": "combo",
+            "terms": [
+                {"name": "dice"},
+                {"name": "tversky", "weight": 0.5, "params": {"beta": 0.7}},
+            ],
+            "deep_supervision": True,
+        }
+    )
     loss = cfg.build()
     assert isinstance(loss, DeepSupervisionLoss) and isinstance(loss.base_loss, ComboLoss)
     assert loss.base_loss.weights == {"dice": 1.0, "tversky": 0.5}

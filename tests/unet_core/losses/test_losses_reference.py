@@ -62,9 +62,15 @@ def test_dice_smoothing_and_class_weights_match_monai(mode, channels, dims):
     weights = [0.5 + i for i in range(channels)] if mode != "binary" else None
     for ib in background_options(mode):
         ours = loss_value(
-            "dice", logits, target, mode=mode, include_background=ib,
-            class_weights=weights, smooth_nr=0.1, smooth_dr=0.3,
-        )  # fmt: skip
+            "dice",
+            logits,
+            target,
+            mode=mode,
+            include_background=ib,
+            class_weights=weights,
+            smooth_nr=0.1,
+            smooth_dr=0.3,
+        )
         ref_w = None if weights is None else (weights if ib else weights[1:])
         ref = ml.DiceLoss(
             **monai_act(mode), include_background=ib, weight=ref_w, smooth_nr=0.1, smooth_dr=0.3

@@ -163,14 +163,18 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="segment a folder of images with a trained model")
     p.add_argument(
-        "--model", required=True,
+        "--model",
+        required=True,
         help="MLflow model URI (models:/unet-seg@champion), model.pt or checkpoint.pt",
-    )  # fmt: skip
+    )
     p.add_argument("--input", type=Path, required=True, help="folder of images")
     p.add_argument("--output", type=Path, required=True, help="folder for the masks")
     p.add_argument("--tta", action="store_true", help="average over flips (slower)")
     p.add_argument(
-        "--patch", type=int, nargs="+", metavar="N",
+        "--patch",
+        type=int,
+        nargs="+",
+        metavar="N",
         help="sliding-window tile per spatial axis (default: the model's, else whole image)",
-    )  # fmt: skip
+    )
     p.set_defaults(func=cmd_predict)

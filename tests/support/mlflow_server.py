@@ -18,9 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 
-from unetflow.testing.net import free_port, http_ok, wait_until
-from unetflow.testing.postgres import create_database, postgres_server
-from unetflow.testing.s3 import s3_server
+from tests.support.net import free_port, http_ok, wait_until
+from tests.support.postgres import create_database, postgres_server
+from tests.support.s3 import s3_server
 
 
 @contextmanager
@@ -43,18 +43,32 @@ def mlflow_server(
     log = workdir / "server.log"
     destination = artifacts_destination or (workdir / "artifacts").as_uri()
     cmd = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", backend_store_uri,
-        "--artifacts-destination", destination,
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend_store_uri,
+        "--artifacts-destination",
+        destination,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     server_env = {**os.environ, **(env or {}), "MLFLOW_DISABLE_TELEMETRY": "true"}
     with log.open("w") as out:
         # Its own session: `mlflow server` runs uvicorn as a child, and both must stop.
         proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=server_env, cwd=workdir,
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=server_env,
+            cwd=workdir,
             start_new_session=True,
-        )  # fmt: skip
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from unetflow.commands.common import add_project_arg
+from flows import DEFAULT_POOL
 from unetflow.errors import UsageError
-
-DEFAULT_POOL = "unetflow-process"
+from unetflow_cli.common import add_project_arg
 
 
 def _require_server() -> None:

@@ -5,16 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from unetflow.commands.common import add_project_arg
+from unetflow_cli.common import add_project_arg
 
 DEFAULT_MODEL = "unet-seg"
 
 
 def _add_model_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model", default=DEFAULT_MODEL,
+        "--model",
+        default=DEFAULT_MODEL,
         help=f"registered model name (default: {DEFAULT_MODEL})",
-    )  # fmt: skip
+    )
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -22,9 +23,13 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     print(f"evaluating {args.model} v{args.candidate} against the champion on the test split...")
     decision = evaluate_and_promote(
-        args.model, args.candidate, args.project_dir, margin=args.margin,
-        min_dice=args.min_dice, data_dir=args.data,
-    )  # fmt: skip
+        args.model,
+        args.candidate,
+        args.project_dir,
+        margin=args.margin,
+        min_dice=args.min_dice,
+        data_dir=args.data,
+    )
     print(decision.markdown(), end="")
     return 0 if decision.promoted else 1
 
@@ -52,17 +57,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     promote.add_argument("--candidate", required=True, help="model version to evaluate, e.g. 3")
     _add_model_arg(promote)
     promote.add_argument(
-        "--margin", type=float, default=0.0,
+        "--margin",
+        type=float,
+        default=0.0,
         help="promote when the 95%% CI lower bound of the Dice gain is above this (default 0)",
-    )  # fmt: skip
+    )
     promote.add_argument(
-        "--min-dice", type=float, default=0.5,
+        "--min-dice",
+        type=float,
+        default=0.5,
         help="absolute gate: minimum mean test Dice of the candidate (default 0.5)",
-    )  # fmt: skip
+    )
     promote.add_argument(
-        "--data", type=Path, default=None,
+        "--data",
+        type=Path,
+        default=None,
         help="prepared data set whose test split judges both (default: data/prepared)",
-    )  # fmt: skip
+    )
     add_project_arg(promote)
     promote.set_defaults(func=cmd_promote)
 
@@ -76,8 +87,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     lineage.add_argument("model_uri", help="models:/NAME/VERSION or models:/NAME@ALIAS")
     lineage.add_argument(
-        "--download-to", type=Path, default=None,
+        "--download-to",
+        type=Path,
+        default=None,
         help="folder for the logged config.yaml (default: .unetflow/lineage/NAME-vN/)",
-    )  # fmt: skip
+    )
     add_project_arg(lineage)
     lineage.set_defaults(func=cmd_lineage)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from unetflow.testing.net import free_port, port_open, wait_until
+from tests.support.net import free_port, port_open, wait_until
 
 
 def pg_bin(name: str) -> str:
@@ -47,13 +47,15 @@ def postgres_server() -> Iterator[str]:
     port = free_port()
     subprocess.run(
         _as_owner([pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"]),
-        check=True, capture_output=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
     subprocess.run(
         _as_owner([pg_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "start"]),
-        check=True, capture_output=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
     try:
         wait_until(lambda: port_open(port), "postgres", timeout=60, log=str(log))
         yield f"postgresql://postgres@127.0.0.1:{port}"

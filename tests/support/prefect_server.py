@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from unetflow.testing.net import free_port, http_ok, stop, wait_until
+from tests.support.net import free_port, http_ok, stop, wait_until
 
 
 def server_env(home: Path, database_url: str | None) -> dict[str, str]:
@@ -34,8 +34,10 @@ def prefect_server(database_url: str | None = None) -> Iterator[str]:
     with log.open("w") as out:
         proc = subprocess.Popen(
             [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-            env=server_env(home, database_url), stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            env=server_env(home, database_url),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}/api"
     try:
         wait_until(

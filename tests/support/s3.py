@@ -14,7 +14,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from unetflow.testing.net import free_port, port_open, stop, wait_until
+from tests.support.net import free_port, port_open, stop, wait_until
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,12 @@ class S3Endpoint:
         import boto3
 
         return boto3.client(
-            "s3", endpoint_url=self.url, region_name=self.region,
-            aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key,
-        )  # fmt: skip
+            "s3",
+            endpoint_url=self.url,
+            region_name=self.region,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+        )
 
     def create_bucket(self, name: str) -> str:
         self.client().create_bucket(Bucket=name)
@@ -60,8 +63,9 @@ def s3_server() -> Iterator[S3Endpoint]:
     with log.open("w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         wait_until(lambda: port_open(port), "moto S3 server", timeout=60, proc=proc, log=str(log))
         yield S3Endpoint(url=f"http://127.0.0.1:{port}")

@@ -26,7 +26,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from unetflow.testing.net import free_port, port_open, wait_until
+from tests.support.net import free_port, port_open, wait_until
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -44,9 +44,11 @@ class RayCluster:
         127.0.0.1 and it attaches to the head node.
         """
         return {
-            "RAY_ADDRESS": self.address, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
+            "RAY_ADDRESS": self.address,
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": self.token,
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-        }  # fmt: skip
+        }
 
 
 WORKER_PORTS = 41  # a small worker-port range per node: enough for a test's workers
@@ -62,9 +64,13 @@ def _port_args(head: bool, taken: set[int]) -> list[str]:
     low = _unused(taken, WORKER_PORTS)
     taken.update(range(low, low + WORKER_PORTS))
     names = [
-        "--node-manager-port", "--object-manager-port", "--metrics-export-port",
-        "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
-    ]  # fmt: skip
+        "--node-manager-port",
+        "--object-manager-port",
+        "--metrics-export-port",
+        "--dashboard-agent-listen-port",
+        "--dashboard-agent-grpc-port",
+        "--runtime-env-agent-port",
+    ]
     if head:
         names += ["--ray-client-server-port", "--dashboard-port"]
     args = []
@@ -88,9 +94,11 @@ def _start_node(args: list[str], env: dict[str, str], log: Path) -> subprocess.P
     with log.open("w") as out:
         return subprocess.Popen(
             [RAY, "start", "--block", "--disable-usage-stats", *args],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group: stopped as a unit
-        )  # fmt: skip
+        )
 
 
 def _node_alive(log: Path, proc: subprocess.Popen) -> bool:
@@ -151,9 +159,12 @@ def ray_cluster(
     temp_dir = Path(tempfile.mkdtemp(prefix="rc-", dir="/tmp"))  # short: Unix socket paths
     token = secrets.token_hex(32)
     node_env = {
-        **os.environ, **(env or {}),
-        "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token, "RAY_USAGE_STATS_ENABLED": "0",
-    }  # fmt: skip
+        **os.environ,
+        **(env or {}),
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token,
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
     node_env.pop("RAY_ADDRESS", None)
     # Every node on its own loopback address, so no traffic leaves lo. Ray rewrites
     # "127.0.0.1"/"localhost" to the machine's outward IP except in its single-node
@@ -169,21 +180,40 @@ def ray_cluster(
     procs: list[subprocess.Popen] = []
     try:
         head_log = temp_dir / "head.log"
-        procs.append(_start_node(
-            ["--head", f"--port={port}", "--dashboard-host=127.0.0.1", "--include-dashboard=true",
-             f"--temp-dir={temp_dir / 'h'}", f"--resources={json.dumps(head_resources or {})}",
-             "--node-ip-address=127.0.0.1", *common, *_port_args(head=True, taken=taken)],
-            head_env, head_log,
-        ))  # fmt: skip
+        procs.append(
+            _start_node(
+                [
+                    "--head",
+                    f"--port={port}",
+                    "--dashboard-host=127.0.0.1",
+                    "--include-dashboard=true",
+                    f"--temp-dir={temp_dir / 'h'}",
+                    f"--resources={json.dumps(head_resources or {})}",
+                    "--node-ip-address=127.0.0.1",
+                    *common,
+                    *_port_args(head=True, taken=taken),
+                ],
+                head_env,
+                head_log,
+            )
+        )
         wait_until(lambda: _node_alive(head_log, procs[0]), "Ray head node", timeout)
         wait_until(lambda: port_open(port), "Ray GCS port", timeout)
         worker_log = temp_dir / "worker.log"
-        procs.append(_start_node(
-            [f"--address=[::ffff:127.0.0.1]:{port}", "--node-ip-address=127.0.0.3",
-             f"--temp-dir={temp_dir / 'w'}", f"--resources={json.dumps(worker_resources or {})}",
-             *common, *_port_args(head=False, taken=taken)],
-            worker_env, worker_log,
-        ))  # fmt: skip
+        procs.append(
+            _start_node(
+                [
+                    f"--address=[::ffff:127.0.0.1]:{port}",
+                    "--node-ip-address=127.0.0.3",
+                    f"--temp-dir={temp_dir / 'w'}",
+                    f"--resources={json.dumps(worker_resources or {})}",
+                    *common,
+                    *_port_args(head=False, taken=taken),
+                ],
+                worker_env,
+                worker_log,
+            )
+        )
         wait_until(lambda: _node_alive(worker_log, procs[1]), "Ray worker node", timeout)
         yield RayCluster(address=address, token=token, temp_dir=temp_dir)
     finally:

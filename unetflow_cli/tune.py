@@ -9,18 +9,25 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from tune.search import SearchConfig, SearchResult, resume_search, run_search, storage_root
-from unetflow.commands.common import add_config_args, config_from_args, parse_overrides
 from unetflow.config import ExperimentConfig, format_validation_error, load_config
 from unetflow.errors import UsageError
+from unetflow_cli.common import add_config_args, config_from_args, parse_overrides
 
 # --smoke-test: a tiny synthetic set, tiny models, one epoch (what CI runs).
 SMOKE_DATA = {
-    "source": "synthetic", "folder": None, "spatial_dims": 2,
+    "source": "synthetic",
+    "folder": None,
+    "spatial_dims": 2,
     "synthetic": {"num_images": 24, "shape": [32, 32], "seed": 7},
-    "split": {"fractions": [0.5, 0.25, 0.25], "seed": 7}, "shard_size": 16,
-}  # fmt: skip
-SMOKE_OVERRIDES = {"model.base_channels": 8, "model.depth": 2, "train.batch_size": 8,
-                   "scaling.num_workers": 1}  # fmt: skip
+    "split": {"fractions": [0.5, 0.25, 0.25], "seed": 7},
+    "shard_size": 16,
+}
+SMOKE_OVERRIDES = {
+    "model.base_channels": 8,
+    "model.depth": 2,
+    "train.batch_size": 8,
+    "scaling.num_workers": 1,
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,8 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--search-alg", default="random", help=f"one of {list(SEARCH_ALGS)}")
     p.add_argument("--scheduler", default="asha", help=f"one of {list(SCHEDULERS)}")
     p.add_argument("--name", help="search name (storage folder, MLflow tag); default: space name")
-    p.add_argument("--cost", choices=["params", "flops", "latency_ms"],
-                   help="second objective (minimised): multi-objective Dice vs cost")  # fmt: skip
+    p.add_argument(
+        "--cost",
+        choices=["params", "flops", "latency_ms"],
+        help="second objective (minimised): multi-objective Dice vs cost",
+    )
     p.add_argument("--max-cost", type=float, help="pick the best front point within this cost")
     p.add_argument("--epochs", type=int, help="epochs per trial (default: train.epochs)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
@@ -71,13 +81,20 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def _search_config(args: argparse.Namespace) -> SearchConfig:
     values = {
-        "name": args.name or args.space.stem, "space": str(args.space),
-        "num_samples": args.num_samples, "search_alg": args.search_alg,
-        "scheduler": args.scheduler, "cost": args.cost, "max_cost": args.max_cost,
-        "epochs": args.epochs, "cpus_per_trial": args.cpus_per_trial,
-        "gpus_per_trial": args.gpus_per_trial, "max_concurrent_trials": args.max_concurrent,
-        "retrain": args.retrain, "track": not args.no_track,
-    }  # fmt: skip
+        "name": args.name or args.space.stem,
+        "space": str(args.space),
+        "num_samples": args.num_samples,
+        "search_alg": args.search_alg,
+        "scheduler": args.scheduler,
+        "cost": args.cost,
+        "max_cost": args.max_cost,
+        "epochs": args.epochs,
+        "cpus_per_trial": args.cpus_per_trial,
+        "gpus_per_trial": args.gpus_per_trial,
+        "max_concurrent_trials": args.max_concurrent,
+        "retrain": args.retrain,
+        "track": not args.no_track,
+    }
     try:
         return SearchConfig.model_validate(values)
     except ValidationError as err:
@@ -87,7 +104,8 @@ def _search_config(args: argparse.Namespace) -> SearchConfig:
 def _smoke(
     args: argparse.Namespace, search: SearchConfig, project: Path
 ) -> tuple[ExperimentConfig, Path, SearchConfig]:
-    from unetflow.prepare import DataParams, prepare
+    from unetflow.data_params import DataParams
+    from unetflow.prepare import prepare
 
     root = project / ".unetflow" / "tune"
     data = root / "smoke-data"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from unetflow import dvc_data
-from unetflow.commands.common import add_project_arg
+from unetflow_cli.common import add_project_arg
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -75,9 +75,12 @@ def _common(parser: argparse.ArgumentParser, remote: bool = True) -> None:
 
 def _retry(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--retry-for", type=float, default=120.0, metavar="SECONDS",
+        "--retry-for",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
         help="keep retrying network failures this long (default: 120)",
-    )  # fmt: skip
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 
-from unetflow.commands.common import add_config_args, config_from_args
 from unetflow.datasets import FOLDER_VERSION
+from unetflow_cli.common import add_config_args, config_from_args
 
 
 def _print_result(result: dict, project_dir: Path, server_uri: str | None, alias: str) -> None:

@@ -15,12 +15,12 @@ from unetflow.errors import UsageError
 
 # Each module adds its subcommands with `register(subparsers)`.
 COMMAND_MODULES = (
-    "unetflow.commands.run",
-    "unetflow.commands.predict",
-    "unetflow.commands.deploy",
-    "unetflow.commands.registry",
-    "unetflow.commands.data",
-    "unetflow.commands.tune",
+    "unetflow_cli.run",
+    "unetflow_cli.predict",
+    "unetflow_cli.deploy",
+    "unetflow_cli.registry",
+    "unetflow_cli.data",
+    "unetflow_cli.tune",
 )
 
 USER_ERRORS = (ConfigError, DataError, DvcError, UsageError, FileNotFoundError)

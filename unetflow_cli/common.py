@@ -15,17 +15,22 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     """--config, --set KEY=VALUE and --project-dir."""
     parser.add_argument("--config", type=Path, help="experiment YAML (default: embedded defaults)")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config value, e.g. --set train.epochs=5",
-    )  # fmt: skip
+    )
     add_project_arg(parser)
 
 
 def add_project_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--project-dir", type=Path, default=Path("."),
+        "--project-dir",
+        type=Path,
+        default=Path("."),
         help="folder holding dvc.yaml and params.yaml (default: .)",
-    )  # fmt: skip
+    )
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

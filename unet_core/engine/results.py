@@ -1,0 +1,23 @@
+"""What training produces, per epoch and per run (shared by the loop and checkpoints)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class EpochResult:
+    """What one epoch produced; `metrics` holds `train_*` and `val_*` keys."""
+
+    epoch: int
+    metrics: dict[str, float]
+    improved: bool
+    seconds: float
+
+
+@dataclass
+class FitResult:
+    history: list[EpochResult] = field(default_factory=list)
+    best_metric: float | None = None
+    best_epoch: int | None = None
+    stopped_early: bool = False

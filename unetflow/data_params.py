@@ -1,0 +1,95 @@
+"""The `data` section of params.yaml (`DataParams`): what the DVC stages ingest, how they
+split it and how big the shards are. Parsed once here, used by `ingest` and `prepare`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from unet_core.data import DataError
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SyntheticParams(_Frozen):
+    num_images: int = Field(240, ge=3)
+    shape: tuple[int, ...] = (64, 64)
+    seed: int = 42
+
+
+class GroupParams(_Frozen):
+    """Keep samples of one group (patient, slide, scene) in one split.
+
+    Give `regex` (applied to each image stem: the named group `group`, else the first
+    group, else the whole match) or `csv` + `column` (a CSV with a `stem` column).
+    """
+
+    regex: str | None = None
+    csv: str | None = None
+    column: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> GroupParams:
+        if (self.regex is None) == (self.csv is None):
+            raise ValueError("set exactly one of group.regex and group.csv")
+        if self.csv is not None and not self.column:
+            raise ValueError("group.csv needs group.column: the CSV column holding the group")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as err:
+                raise ValueError(f"group.regex {self.regex!r} is not a regex: {err}") from None
+        return self
+
+
+class SplitParams(_Frozen):
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    seed: int = 42
+    group: GroupParams | None = None  # None: split images independently
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitParams:
+        if abs(sum(self.fractions) - 1.0) > 1e-6 or min(self.fractions) <= 0:
+            raise ValueError(f"fractions {self.fractions} must be positive and sum to 1")
+        return self
+
+
+class DataParams(_Frozen):
+    source: Literal["synthetic", "folder"] = "synthetic"
+    folder: str | None = None  # a local folder or an s3://bucket/prefix
+
+    spatial_dims: Literal[2, 3] = 2
+    synthetic: SyntheticParams = SyntheticParams()
+    split: SplitParams = SplitParams()
+    shard_size: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataParams:
+        if self.source == "folder" and not self.folder:
+            raise ValueError("source is 'folder' but data.folder is empty; set data.folder")
+        if self.source == "synthetic" and len(self.synthetic.shape) != self.spatial_dims:
+            raise ValueError(
+                f"synthetic.shape {list(self.synthetic.shape)} has {len(self.synthetic.shape)} "
+                f"axes but spatial_dims is {self.spatial_dims}; make them agree"
+            )
+        return self
+
+
+def read_params(path: Path) -> DataParams:
+    """Parse the `data` section of params.yaml; errors name the file and field."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        return DataParams.model_validate(raw.get("data", {}))
+    except FileNotFoundError:
+        raise DataError(path, "no such params file; pass --params PATH") from None
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise DataError(path, f"data.{where}: {first['msg']}") from None

@@ -1,0 +1,5 @@
+import sys
+
+from unetflow_cli.main import main
+
+sys.exit(main())
