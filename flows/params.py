@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from tune.search_config import SearchConfig
-from unetflow.config import ExperimentConfig
+from unetflow.config import ExperimentConfig, TrackingSettings
 
 
 class _Params(BaseModel):
@@ -24,12 +24,13 @@ class TrainParams(_Params):
 
 class PromoteParams(_Params):
     project_dir: str = "."
-    model_name: str = Field("unet-seg", description="registered MLflow model")
+    tracking: TrackingSettings = Field(
+        TrackingSettings(),
+        description="registered model, its aliases and the gates (min_dice, margin)",
+    )
     candidate_version: str | None = Field(
         None, description="version to evaluate; None: the newest version"
     )
-    margin: float = Field(0.0, description="required lower bound of the paired Dice gain")
-    min_dice: float = Field(0.5, ge=0, le=1, description="absolute gate for a first champion")
     data_path: str | None = Field(
         None, description="prepared data set whose test split judges both; None: data/prepared"
     )
@@ -53,5 +54,8 @@ class PipelineParams(_Params):
     tune: TuneParams | None = Field(
         None, description="run a search first and train its best config"
     )
-    promote: bool = Field(True, description="evaluate the new version against the champion")
-    margin: float = 0.0
+    promote: bool = Field(
+        True,
+        description="evaluate the new version against the champion "
+        "(gates: config.tracking.min_dice and config.tracking.margin)",
+    )

@@ -27,6 +27,7 @@ from flows.tasks import (
 )
 from unetflow.config import ExperimentConfig
 from unetflow.datasets import is_raw_folder
+from unetflow.training import TrainReport
 
 
 @flow(name="data_prep", log_prints=True)
@@ -93,11 +94,9 @@ def _promote(params: PromoteParams):
     from unetflow.promotion import evaluate_and_promote as decide
 
     return decide(
-        model_name=params.model_name,
+        params.tracking,
+        Path(params.project_dir),
         candidate_version=params.candidate_version,
-        project_dir=Path(params.project_dir),
-        margin=params.margin,
-        min_dice=params.min_dice,
         data_dir=Path(params.data_path) if params.data_path else None,
     )
 
@@ -156,6 +155,19 @@ def _rows(trials: list[dict]) -> list[dict]:
     ]
 
 
+def _promote_params(
+    params: PipelineParams, config: ExperimentConfig, report: TrainReport
+) -> PromoteParams:
+    """Judge the new version with the gates and aliases of the config it was trained with,
+    on the test split of the data it was trained on (a folder's, too)."""
+    return PromoteParams(
+        project_dir=params.project_dir,
+        tracking=config.tracking,
+        candidate_version=report.version,
+        data_path=str((Path(params.project_dir) / config.data.path).resolve()),
+    )
+
+
 @flow(name="pipeline", log_prints=True)
 def pipeline(params: PipelineParams = PipelineParams()) -> dict:
     """data_prep -> optional tune -> train the (best) config -> evaluate_and_promote."""
@@ -168,15 +180,7 @@ def pipeline(params: PipelineParams = PipelineParams()) -> dict:
     report, reused, config, version = _train(config, params.project_dir, version)
     result = {"data_version": version, "reused": reused, **report.__dict__}
     if params.promote and not report.became_champion and not reused:
-        promote = PromoteParams(
-            project_dir=params.project_dir,
-            model_name=report.registered_name,
-            candidate_version=report.version,
-            margin=params.margin,
-            # Judged on the test split of the data it was trained on (a folder's, too).
-            data_path=str((Path(params.project_dir) / config.data.path).resolve()),
-        )
-        result["promotion"] = evaluate_and_promote(promote)
+        result["promotion"] = evaluate_and_promote(_promote_params(params, config, report))
     result["champion_version"] = _champion(config, params.project_dir)
     artifacts.train_summary(report, version, result["champion_version"])
     return result

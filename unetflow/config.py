@@ -70,11 +70,24 @@ class CheckpointSettings(_Frozen):
 
 
 class TrackingSettings(_Frozen):
-    experiment: str = "unetflow"
-    registered_model: str = "unet-seg"
-    champion_alias: str = "champion"
+    """Where runs are logged and how versions are crowned: the one home of these defaults
+    (training, promotion, rollback, the CLI and the flows all read them from here)."""
+
+    experiment: str = Field("unetflow", description="MLflow experiment of the runs")
+    registered_model: str = Field("unet-seg", description="registered MLflow model name")
+    champion_alias: str = Field("champion", description="alias of the version in service")
+    previous_alias: str = Field(
+        "previous-champion", description="alias of the champion before the last promotion"
+    )
     min_dice: float = Field(
-        0.5, ge=0, le=1, description="test Dice a first version needs to become champion"
+        0.5, ge=0, le=1, description="test Dice a version needs to become champion"
+    )
+    margin: float = Field(
+        0.0,
+        gt=-1,
+        lt=1,
+        description="a candidate replaces the champion when the 95% CI lower bound of its "
+        "paired Dice gain is above this",
     )
 
 

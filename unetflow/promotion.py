@@ -9,6 +9,7 @@ what the CLI and the Prefect flow call.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,11 +19,10 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from unetflow import evaluation, tracking
+from unetflow.config import TrackingSettings
 from unetflow.dvc_data import PREPARED
 from unetflow.errors import UsageError
 
-CHAMPION = "champion"
-PREVIOUS = "previous-champion"
 _HEADING = "## Promotion check"
 
 
@@ -72,8 +72,8 @@ class PromotionDecision:
     candidate_dice: float
     champion_dice: float | None = None
     bootstrap: BootstrapResult | None = None
-    margin: float = 0.0
-    min_dice: float = 0.5
+    margin: float = TrackingSettings().margin
+    min_dice: float = TrackingSettings().min_dice
 
     def summary(self) -> str:
         """One line: what happened to which version, and why."""
@@ -131,117 +131,124 @@ def _score(name: str, version: str, data_dir: Path) -> list[dict[str, float | st
     return evaluation.per_image_table(prediction, num_classes, metrics=("dice",))
 
 
+@dataclass(frozen=True)
+class _Scored:
+    """A registered version's per-image test Dice."""
+
+    version: str
+    rows: list[dict[str, float | str]]
+
+    @property
+    def dice(self) -> float:
+        return evaluation.mean_metric(self.rows)
+
+    def per_image(self) -> np.ndarray:
+        return np.array([r["dice"] for r in self.rows])
+
+
 def evaluate_and_promote(
-    model_name: str,
-    candidate_version: str | None,
+    settings: TrackingSettings,
     project_dir: Path,
-    margin: float = 0.0,
-    min_dice: float = 0.5,
+    candidate_version: str | None = None,
+    data_dir: Path | None = None,
     resamples: int = 2000,
     seed: int = 0,
-    data_dir: Path | None = None,
 ) -> PromotionDecision:
     """Compare a candidate (None: the newest version) with the champion on the test
     split; move aliases if it wins.
 
     Args:
+        settings: the registered model, its aliases and the gates (`min_dice`, `margin`).
         data_dir: the prepared data set whose test split judges both versions (the
             data the candidate was trained on); default: the project's DVC output.
 
     Raises:
-        UsageError: unknown version, no prepared data, or a gate out of range.
+        UsageError: unknown version or no prepared data.
     """
-    if not 0.0 <= min_dice <= 1.0:
-        raise UsageError(f"--min-dice {min_dice}: must be in [0, 1], e.g. 0.5")
-    if not -1.0 < margin < 1.0:
-        raise UsageError(f"--margin {margin}: a Dice difference, must be in (-1, 1), e.g. 0.0")
     project_dir = Path(project_dir).resolve()
     mlflow.set_tracking_uri(tracking.tracking_uri(project_dir))
     client = MlflowClient()
+    name = settings.registered_model
     version = None if candidate_version is None else str(candidate_version)
-    candidate = _load_version(client, model_name, version)
+    registered = _load_version(client, name, version)
+    candidate = str(registered.version)
+    data_dir = _prepared(data_dir, project_dir)
+    champion = tracking.alias_version(client, name, settings.champion_alias)
+    if champion == candidate:  # e.g. a first version crowned at registration
+        return PromotionDecision(
+            model_name=name,
+            candidate_version=champion,
+            champion_version=champion,
+            promoted=False,
+            reason="it is already the champion; nothing to do",
+            candidate_dice=float("nan"),
+            margin=settings.margin,
+            min_dice=settings.min_dice,
+        )
+    scored = _Scored(candidate, _score(name, candidate, data_dir))
+    decision = _decide(
+        settings,
+        scored,
+        champion,
+        lambda v: _Scored(v, _score(name, v, data_dir)),
+        resamples=resamples,
+        seed=seed,
+    )
+    _record(client, decision, settings, registered.run_id)
+    return decision
+
+
+def _prepared(data_dir: Path | None, project_dir: Path) -> Path:
     data_dir = Path(data_dir).resolve() if data_dir is not None else project_dir / PREPARED
     if not (data_dir / "manifest.json").is_file():
         raise UsageError(
             f"{data_dir}: no prepared data (manifest.json); run `dvc pull` or `unetflow run` "
             "first, or pass --data with a prepared data set"
         )
-    champion = tracking.alias_version(client, model_name, CHAMPION)
-    if champion == str(candidate.version):  # e.g. a first version crowned at registration
-        return PromotionDecision(
-            model_name=model_name,
-            candidate_version=champion,
-            champion_version=champion,
-            promoted=False,
-            reason="it is already the champion; nothing to do",
-            candidate_dice=float("nan"),
-            margin=margin,
-            min_dice=min_dice,
-        )
-    cand_rows = _score(model_name, str(candidate.version), data_dir)
-    cand_dice = evaluation.mean_metric(cand_rows)
-    decision = _decide(
-        model_name,
-        str(candidate.version),
-        champion,
-        cand_rows,
-        cand_dice,
-        data_dir,
-        margin,
-        min_dice,
-        resamples,
-        seed,
-    )
-    _record(client, decision, candidate.run_id)
-    return decision
+    return data_dir
 
 
 def _decide(
-    name: str,
-    version: str,
+    settings: TrackingSettings,
+    candidate: _Scored,
     champion: str | None,
-    cand_rows: list,
-    cand_dice: float,
-    data_dir: Path,
-    margin: float,
-    min_dice: float,
+    score: Callable[[str], _Scored],
+    *,
     resamples: int,
     seed: int,
 ) -> PromotionDecision:
+    """The gate first (`min_dice`), then the paired bootstrap against the champion."""
+    min_dice, margin = settings.min_dice, settings.margin
     common = {
-        "model_name": name,
-        "candidate_version": version,
+        "model_name": settings.registered_model,
+        "candidate_version": candidate.version,
         "champion_version": champion,
-        "candidate_dice": cand_dice,
+        "candidate_dice": candidate.dice,
         "margin": margin,
         "min_dice": min_dice,
     }
-    if not (cand_dice >= min_dice):
-        reason = f"mean test Dice {cand_dice:.4f} is below the gate min_dice={min_dice}"
+    if not (candidate.dice >= min_dice):
+        reason = f"mean test Dice {candidate.dice:.4f} is below the gate min_dice={min_dice}"
         return PromotionDecision(promoted=False, reason=reason, **common)
     if champion is None:
-        reason = f"no champion yet; mean test Dice {cand_dice:.4f} passes min_dice={min_dice}"
+        reason = f"no champion yet; mean test Dice {candidate.dice:.4f} passes min_dice={min_dice}"
         return PromotionDecision(promoted=True, reason=reason, **common)
-    champ_rows = _score(name, champion, data_dir)
-    boot = paired_bootstrap(
-        np.array([r["dice"] for r in cand_rows]),
-        np.array([r["dice"] for r in champ_rows]),
-        resamples=resamples,
-        seed=seed,
-    )
+    held = score(champion)
+    boot = paired_bootstrap(candidate.per_image(), held.per_image(), resamples, seed=seed)
     promoted = boot.ci_low > margin
     relation = "above" if promoted else "not above"
     reason = f"CI lower bound {boot.ci_low:+.4f} is {relation} the margin {margin}"
     return PromotionDecision(
-        promoted=promoted,
-        reason=reason,
-        champion_dice=evaluation.mean_metric(champ_rows),
-        bootstrap=boot,
-        **common,
+        promoted=promoted, reason=reason, champion_dice=held.dice, bootstrap=boot, **common
     )
 
 
-def _record(client: MlflowClient, decision: PromotionDecision, run_id: str | None) -> None:
+def _record(
+    client: MlflowClient,
+    decision: PromotionDecision,
+    settings: TrackingSettings,
+    run_id: str | None,
+) -> None:
     """Write the comparison to the candidate (description, tags, run artifacts); move aliases."""
     name, version = decision.model_name, decision.candidate_version
     table = decision.markdown()
@@ -257,8 +264,8 @@ def _record(client: MlflowClient, decision: PromotionDecision, run_id: str | Non
     if not decision.promoted:
         return
     if decision.champion_version is not None:
-        client.set_registered_model_alias(name, PREVIOUS, decision.champion_version)
-    client.set_registered_model_alias(name, CHAMPION, version)
+        client.set_registered_model_alias(name, settings.previous_alias, decision.champion_version)
+    client.set_registered_model_alias(name, settings.champion_alias, version)
 
 
 @dataclass(frozen=True)
@@ -268,25 +275,30 @@ class Rollback:
     demoted: str | None  # the champion before the rollback
 
 
-def rollback(model_name: str, project_dir: Path = Path(".")) -> Rollback:
-    """Make `previous-champion` the champion again and drop the `previous-champion` alias.
+def rollback(settings: TrackingSettings, project_dir: Path = Path(".")) -> Rollback:
+    """Give the champion alias back to the previous champion and drop the previous alias.
 
     Raises:
-        UsageError: no version holds `previous-champion`.
+        UsageError: no version holds the previous-champion alias.
     """
     mlflow.set_tracking_uri(tracking.tracking_uri(Path(project_dir).resolve()))
     client = MlflowClient()
-    previous = tracking.alias_version(client, model_name, PREVIOUS)
+    name, champion, previous_alias = (
+        settings.registered_model,
+        settings.champion_alias,
+        settings.previous_alias,
+    )
+    previous = tracking.alias_version(client, name, previous_alias)
     if previous is None:
         raise UsageError(
-            f"model {model_name!r} has no {PREVIOUS!r} version to roll back to; "
+            f"model {name!r} has no {previous_alias!r} version to roll back to; "
             "a rollback needs an earlier promotion"
         )
-    current = tracking.alias_version(client, model_name, CHAMPION)
-    client.set_registered_model_alias(model_name, CHAMPION, previous)
-    client.delete_registered_model_alias(model_name, PREVIOUS)
+    current = tracking.alias_version(client, name, champion)
+    client.set_registered_model_alias(name, champion, previous)
+    client.delete_registered_model_alias(name, previous_alias)
     if current is not None:
         client.set_model_version_tag(
-            model_name, current, f"{tracking.TAG}rolled_back", f"replaced by v{previous}"
+            name, current, f"{tracking.TAG}rolled_back", f"replaced by v{previous}"
         )
-    return Rollback(model_name, previous, current)
+    return Rollback(name, previous, current)

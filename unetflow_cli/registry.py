@@ -5,30 +5,56 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from unetflow.config import ConfigError, TrackingSettings
 from unetflow_cli.common import add_project_arg
 
-DEFAULT_MODEL = "unet-seg"
+DEFAULTS = TrackingSettings()
+# Command-line flag -> TrackingSettings field; an unset flag keeps the settings' default.
+FLAGS = {
+    "model": "registered_model",
+    "alias": "champion_alias",
+    "previous_alias": "previous_alias",
+    "min_dice": "min_dice",
+    "margin": "margin",
+}
 
 
-def _add_model_arg(parser: argparse.ArgumentParser) -> None:
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help=f"registered model name (default: {DEFAULT_MODEL})",
+        "--model", help=f"registered model name (default: {DEFAULTS.registered_model})"
     )
+    parser.add_argument(
+        "--alias", help=f"alias of the version in service (default: {DEFAULTS.champion_alias})"
+    )
+    parser.add_argument(
+        "--previous-alias",
+        help=f"alias of the champion before a promotion (default: {DEFAULTS.previous_alias})",
+    )
+
+
+def tracking_settings(args: argparse.Namespace) -> TrackingSettings:
+    """The settings the flags give, validated here at the edge."""
+    given = {field: getattr(args, flag) for flag, field in FLAGS.items() if hasattr(args, flag)}
+    try:
+        return TrackingSettings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as err:
+        e = err.errors()[0]
+        flag = next(f for f, field in FLAGS.items() if field == e["loc"][0]).replace("_", "-")
+        raise ConfigError(f"--{flag} {e['input']}: {e['msg']}") from None
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
     from unetflow.promotion import evaluate_and_promote
 
-    print(f"evaluating {args.model} v{args.candidate} against the champion on the test split...")
+    settings = tracking_settings(args)
+    print(
+        f"evaluating {settings.registered_model} v{args.candidate} against the "
+        f"@{settings.champion_alias} version on the test split..."
+    )
     decision = evaluate_and_promote(
-        args.model,
-        args.candidate,
-        args.project_dir,
-        margin=args.margin,
-        min_dice=args.min_dice,
-        data_dir=args.data,
+        settings, args.project_dir, candidate_version=args.candidate, data_dir=args.data
     )
     print(decision.markdown(), end="")
     return 0 if decision.promoted else 1
@@ -37,7 +63,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 def cmd_rollback(args: argparse.Namespace) -> int:
     from unetflow.promotion import rollback
 
-    result = rollback(args.model, args.project_dir)
+    result = rollback(tracking_settings(args), args.project_dir)
     demoted = f" (was v{result.demoted})" if result.demoted else ""
     print(f"{result.model_name}: champion is v{result.restored} again{demoted}")
     return 0
@@ -55,18 +81,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         "promote", help="compare a version with the champion on the test split; promote if better"
     )
     promote.add_argument("--candidate", required=True, help="model version to evaluate, e.g. 3")
-    _add_model_arg(promote)
+    _add_model_args(promote)
     promote.add_argument(
         "--margin",
         type=float,
-        default=0.0,
-        help="promote when the 95%% CI lower bound of the Dice gain is above this (default 0)",
+        help="promote when the 95%% CI lower bound of the Dice gain is above this "
+        f"(default {DEFAULTS.margin})",
     )
     promote.add_argument(
         "--min-dice",
         type=float,
-        default=0.5,
-        help="absolute gate: minimum mean test Dice of the candidate (default 0.5)",
+        help=f"absolute gate: minimum mean test Dice of the candidate (default {DEFAULTS.min_dice})",
     )
     promote.add_argument(
         "--data",
@@ -77,8 +102,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_project_arg(promote)
     promote.set_defaults(func=cmd_promote)
 
-    rollback = sub.add_parser("rollback", help="make previous-champion the champion again")
-    _add_model_arg(rollback)
+    rollback = sub.add_parser("rollback", help="make the previous champion the champion again")
+    _add_model_args(rollback)
     add_project_arg(rollback)
     rollback.set_defaults(func=cmd_rollback)
 

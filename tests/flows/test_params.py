@@ -38,7 +38,7 @@ def test_params_reject_unknown_fields_and_bad_values() -> None:
     with pytest.raises(ValidationError, match="extra"):
         PipelineParams(projectdir=".")
     with pytest.raises(ValidationError, match="min_dice"):
-        PromoteParams(min_dice=2)
+        PromoteParams(tracking={"min_dice": 2})
 
 
 def test_train_cache_key_changes_with_inputs(tmp_path) -> None:
@@ -53,3 +53,28 @@ def test_train_cache_key_changes_with_inputs(tmp_path) -> None:
 
 def test_train_params_default_is_valid() -> None:
     assert TrainParams().config == ExperimentConfig()
+
+
+def test_pipeline_promotes_with_the_trained_configs_gates_and_aliases(tmp_path) -> None:
+    from unetflow.training import TrainReport
+
+    config = ExperimentConfig.model_validate(
+        {"tracking": {"registered_model": "cells", "champion_alias": "prod", "min_dice": 0.9}}
+    )
+    report = TrainReport(
+        run_id="r",
+        experiment_id="1",
+        model_uri="models:/m/1",
+        registered_name="cells",
+        version="4",
+        became_champion=False,
+        test_metrics={},
+        best_val={},
+        ray_run_name="n",
+        storage_path="/s",
+    )
+    params = PipelineParams(project_dir=str(tmp_path), config=config)
+    promote = pipeline._promote_params(params, config, report)
+    assert promote.tracking == config.tracking  # min_dice 0.9 and @prod, not the defaults
+    assert promote.candidate_version == "4"
+    assert promote.data_path == str((tmp_path / "data" / "prepared").resolve())

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from unetflow.config import load_config, parse_config
+from unetflow.config import TrackingSettings, load_config, parse_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -98,14 +98,14 @@ def test_promotion_rollback_and_lineage(trained) -> None:
 
     root, report, client = trained["root"], trained["report"], MlflowClient()
     # No champion: the absolute gate decides.
-    refused = evaluate_and_promote(MODEL, "1", root, min_dice=1.0)
+    refused = evaluate_and_promote(TrackingSettings(min_dice=1.0), root, "1")
     assert not refused.promoted and "below the gate" in refused.reason
-    first = evaluate_and_promote(MODEL, "1", root, min_dice=0.0)
+    first = evaluate_and_promote(TrackingSettings(min_dice=0.0), root, "1")
     assert first.promoted and _alias(client, "champion") == "1"
-    assert "already the champion" in evaluate_and_promote(MODEL, "1", root).reason
+    assert "already the champion" in evaluate_and_promote(TrackingSettings(), root, "1").reason
     # The same weights again: identical per-image Dice, not promoted.
     mlflow.register_model(report.model_uri, MODEL)
-    same = evaluate_and_promote(MODEL, "2", root, min_dice=0.0)
+    same = evaluate_and_promote(TrackingSettings(min_dice=0.0), root, "2")
     assert not same.promoted and same.bootstrap.ci_low == 0.0
     assert "not promoted" in client.get_model_version(MODEL, "2").description
     # An untrained version as champion: the trained one clearly beats it.
@@ -122,6 +122,28 @@ def test_promotion_rollback_and_lineage(trained) -> None:
     assert main(["rollback", "--model", MODEL, "--project-dir", str(root)]) == 0
     assert _alias(client, "champion") == "3" and _alias(client, "previous-champion") is None
     assert main(["rollback", "--project-dir", str(root)]) == 2
+
+
+def test_promotion_and_rollback_honour_a_non_default_alias(trained) -> None:
+    from unetflow.promotion import evaluate_and_promote
+    from unetflow_cli.main import main
+
+    root, client = str(trained["root"]), MlflowClient()
+    before = _alias(client, "champion")
+    custom = TrackingSettings(champion_alias="prod", previous_alias="prod-before", min_dice=0.0)
+    # No version holds @prod yet: the gate alone decides, and only @prod moves.
+    assert evaluate_and_promote(custom, Path(root), "3").promoted
+    assert _alias(client, "prod") == "3" and _alias(client, "champion") == before
+    aliases = ["--alias", "prod", "--previous-alias", "prod-before", "--project-dir", root]
+    assert main(["promote", "--candidate", "1", "--min-dice", "0", *aliases]) == 0
+    assert _alias(client, "prod") == "1" and _alias(client, "prod-before") == "3"
+    assert main(["rollback", *aliases]) == 0
+    assert _alias(client, "prod") == "3" and _alias(client, "prod-before") is None
+    assert _alias(client, "champion") == before
+    # A min_dice above every version's Dice keeps @prod where it is.
+    strict = custom.model_copy(update={"min_dice": 1.0})
+    assert not evaluate_and_promote(strict, Path(root), "1").promoted
+    assert _alias(client, "prod") == "3"
 
 
 def test_lineage_prints_chain_and_reproduce_command(trained, capsys) -> None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from unetflow.config import TrackingSettings
 from unetflow.errors import UsageError
 from unetflow.promotion import (
     PromotionDecision,
@@ -15,6 +16,8 @@ from unetflow.promotion import (
     paired_bootstrap,
     rollback,
 )
+
+M = TrackingSettings(registered_model="m")
 
 
 def test_identical_models_are_not_promoted() -> None:
@@ -95,7 +98,7 @@ def test_rollback_without_previous_champion_is_a_clear_error(embedded_registry: 
     mlflow.set_tracking_uri(tracking_uri(embedded_registry))
     MlflowClient().create_registered_model("m")
     with pytest.raises(UsageError, match="no 'previous-champion' version"):
-        rollback("m", embedded_registry)
+        rollback(M, embedded_registry)
     assert main(["rollback", "--model", "m", "--project-dir", str(embedded_registry)]) == 2
 
 
@@ -107,7 +110,7 @@ def test_promote_unknown_version_is_a_clear_error(embedded_registry: Path) -> No
     mlflow.set_tracking_uri(tracking_uri(embedded_registry))
     MlflowClient().create_registered_model("m")
     with pytest.raises(UsageError, match="model 'm' has no version '9'"):
-        evaluate_and_promote("m", "9", embedded_registry)
+        evaluate_and_promote(M, embedded_registry, "9")
 
 
 def test_decision_summary_and_dict_are_plain() -> None:
@@ -126,11 +129,28 @@ def test_decision_summary_and_dict_are_plain() -> None:
 
 
 @pytest.mark.parametrize(
-    ("margin", "min_dice", "match"), [(0.0, 1.5, "--min-dice"), (2.0, 0.5, "--margin")]
+    ("flag", "value"), [("--min-dice", "1.5"), ("--margin", "2.0"), ("--min-dice", "-0.1")]
 )
-def test_promote_gates_out_of_range(tmp_path: Path, margin, min_dice, match) -> None:
-    with pytest.raises(UsageError, match=match):
-        evaluate_and_promote("m", "1", tmp_path, margin=margin, min_dice=min_dice)
+def test_promote_gates_out_of_range_are_refused_at_the_edge(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str
+) -> None:
+    from unetflow_cli.main import main
+
+    argv = ["promote", "--candidate", "1", flag, value, "--project-dir", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {flag} {value}:") and len(err.splitlines()) == 1
+    assert not (tmp_path / ".unetflow").exists()  # refused before any store was opened
+
+
+def test_cli_flags_fill_tracking_settings_and_unset_ones_keep_the_defaults() -> None:
+    from unetflow_cli.main import build_parser
+    from unetflow_cli.registry import tracking_settings
+
+    args = build_parser().parse_args(["promote", "--candidate", "2", "--alias", "prod"])
+    assert tracking_settings(args) == TrackingSettings(champion_alias="prod")
+    args = build_parser().parse_args(["rollback", "--model", "m", "--previous-alias", "old"])
+    assert tracking_settings(args) == TrackingSettings(registered_model="m", previous_alias="old")
 
 
 def test_promote_names_the_data_it_was_pointed_at(embedded_registry: Path) -> None:
@@ -144,6 +164,6 @@ def test_promote_names_the_data_it_was_pointed_at(embedded_registry: Path) -> No
     client.create_model_version("m", source=str(embedded_registry / "model"))
     elsewhere = embedded_registry / "cells-prepared"
     with pytest.raises(UsageError, match=f"{elsewhere}: no prepared data .*--data"):
-        evaluate_and_promote("m", "1", embedded_registry, data_dir=elsewhere)
+        evaluate_and_promote(M, embedded_registry, "1", data_dir=elsewhere)
     with pytest.raises(UsageError, match="data/prepared: no prepared data"):
-        evaluate_and_promote("m", "1", embedded_registry)
+        evaluate_and_promote(M, embedded_registry, "1")
