@@ -78,39 +78,21 @@ def _fit_multi_worker(
     logger: TrialLogger | None,
 ) -> None:
     """A data-parallel `TorchTrainer` inside the trial; its rank-0 reports reach Tune."""
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+    from ray.train import CheckpointConfig, RunConfig
 
-    from unetflow.ray_train import train_worker
+    from unetflow.ray_train import torch_trainer
 
-    scaling = cfg.scaling
-    resources = {"CPU": scaling.cpus_per_worker, **scaling.resources_per_worker}
-    if scaling.use_gpu:
-        resources["GPU"] = scaling.gpus_per_worker
     tracking = None
     if logger is not None:
         tracking = {"uri": setup["tracking"]["uri"], "run_id": logger.run_id}
-    trainer = TorchTrainer(
-        train_worker,
-        train_loop_config={
-            "config": cfg.model_dump_json(),
-            "data_dir": str(data_dir),
-            "tracking": tracking,
-        },
-        scaling_config=ScalingConfig(
-            num_workers=scaling.num_workers,
-            use_gpu=scaling.use_gpu,
-            resources_per_worker=resources,
-            placement_strategy=scaling.placement_strategy,
-        ),
-        run_config=RunConfig(
-            # The same name on a restarted trial resumes the Ray Train run's checkpoint.
-            name=f"train-{trial_id}",
-            storage_path=setup["storage"],
-            checkpoint_config=CheckpointConfig(num_to_keep=1),
-            callbacks=[_report_callback(costs)],
-        ),
+    run_config = RunConfig(
+        # The same name on a restarted trial resumes the Ray Train run's checkpoint.
+        name=f"train-{trial_id}",
+        storage_path=setup["storage"],
+        checkpoint_config=CheckpointConfig(num_to_keep=1),
+        callbacks=[_report_callback(costs)],
     )
+    trainer = torch_trainer(cfg, data_dir, run_config, tracking)
     trainer.fit()
     if logger is not None:
         logger.finish()

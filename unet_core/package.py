@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from unet_core.engine.checkpoint import save_checkpoint
+from unet_core.inference import logits_to_mask, predict_logits
 from unet_core.models import ModelConfig, create_model
 
 
@@ -35,6 +36,60 @@ class InferenceSpec:
         std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(shape)
         return (images - mean) / std
 
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__)
+
+    @classmethod
+    def from_json(cls, text: str) -> InferenceSpec:
+        raw = json.loads(text)
+        for key in ("mean", "std", "patch"):
+            if raw.get(key) is not None:
+                raw[key] = tuple(raw[key])
+        return cls(**raw)
+
+
+@dataclass(frozen=True)
+class Segmenter:
+    """A model with what it needs to turn raw images into masks.
+
+    This is the one inference path: serving (`models:/...`), `unetflow predict`, the test
+    evaluation of training and promotion all call it, so a version is judged by exactly
+    the path it is served by.
+    """
+
+    model: nn.Module
+    config: ModelConfig
+    spec: InferenceSpec
+
+    def logits(
+        self, images: torch.Tensor, tta: bool = False, patch: tuple[int, ...] | None = None
+    ) -> torch.Tensor:
+        """[B, C, *spatial] raw intensities -> [B, K, *spatial] logits on the model's device.
+
+        Normalised with the training statistics, then predicted whole or by sliding window
+        (`patch`, default the spec's tile) with Gaussian blending; `tta` averages flips.
+        """
+        device = next(self.model.parameters()).device
+        x = self.spec.normalize(images.to(device=device, dtype=torch.float32))
+        return predict_logits(
+            self.model, x, patch=patch or self.spec.patch, overlap=self.spec.overlap, tta=tta
+        )
+
+    def masks(self, logits: torch.Tensor, threshold: float | None = None) -> torch.Tensor:
+        """Logits -> uint8 masks by the spec's decision rule (`threshold` overrides it)."""
+        cut = self.spec.threshold if threshold is None else threshold
+        return logits_to_mask(logits, self.spec.mode, cut)
+
+    def __call__(
+        self,
+        images: torch.Tensor,
+        tta: bool = False,
+        patch: tuple[int, ...] | None = None,
+        threshold: float | None = None,
+    ) -> torch.Tensor:
+        """[B, C, *spatial] raw -> uint8 masks [B, *spatial] (multilabel: [B, L, *spatial])."""
+        return self.masks(self.logits(images, tta=tta, patch=patch), threshold)
+
 
 def save_package(
     path: str | os.PathLike, state_dict: dict, config: ModelConfig, spec: InferenceSpec
@@ -44,14 +99,12 @@ def save_package(
         "format": "unetflow-model/1",
         "model": state_dict,
         "model_config": config.model_dump_json(),
-        "inference": json.dumps(spec.__dict__),
+        "inference": spec.to_json(),
     }
     return save_checkpoint(payload, path)
 
 
-def load_package(
-    path: str | os.PathLike, device: str | torch.device = "cpu"
-) -> tuple[nn.Module, ModelConfig, InferenceSpec]:
+def load_package(path: str | os.PathLike, device: str | torch.device = "cpu") -> Segmenter:
     """Rebuild the model in eval mode with its config and inference spec.
 
     Accepts a model package (`save_package`) or a training checkpoint that carries its
@@ -77,10 +130,6 @@ def load_package(
             f"{path} is not a unetflow model package (format {payload.get('format')!r}) "
             "or training checkpoint; pass model.pt from MLflow or a checkpoint.pt"
         )
-    raw = json.loads(payload["inference"])
-    for key in ("mean", "std", "patch"):
-        if raw.get(key) is not None:
-            raw[key] = tuple(raw[key])
     model = create_model(config).to(device)
     model.load_state_dict(payload["model"])
-    return model.eval(), config, InferenceSpec(**raw)
+    return Segmenter(model.eval(), config, InferenceSpec.from_json(payload["inference"]))

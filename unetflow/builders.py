@@ -12,12 +12,13 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from unet_core.augment import BatchAugmenter
-from unet_core.data import PreparedDataset
+from unet_core.data import Manifest, PreparedDataset
 from unet_core.engine import Schedule, Trainer, build_optimizer
 from unet_core.engine.loop import autocast_dtype
 from unet_core.engine.samplers import ShardSampler
 from unet_core.metrics import MetricAccumulator
 from unet_core.models import create_model
+from unet_core.package import InferenceSpec
 from unetflow.config import ExperimentConfig
 
 
@@ -36,8 +37,17 @@ def make_loaders(
     return train, val
 
 
-def make_accumulator(cfg: ExperimentConfig, threshold: float = 0.5) -> MetricAccumulator:
-    """Metric sums matching the loss mode and the model's output channels."""
+def inference_spec(cfg: ExperimentConfig, manifest: Manifest) -> InferenceSpec:
+    """How the trained model turns raw images into masks: the training set's statistics
+    and the loss mode's decision rule (stored in checkpoints and model packages alike)."""
+    return InferenceSpec(mean=manifest.mean, std=manifest.std, mode=cfg.loss.mode)
+
+
+def make_accumulator(
+    cfg: ExperimentConfig, threshold: float = InferenceSpec.threshold
+) -> MetricAccumulator:
+    """Metric sums matching the loss mode and the model's output channels; validation
+    scores with the threshold a model is served with unless told otherwise."""
     return MetricAccumulator(cfg.model.out_channels, mode=cfg.loss.mode, threshold=threshold)
 
 

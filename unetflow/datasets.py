@@ -11,18 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from unet_core.data import DataError, load_pair, scan_folder, split_indices, write_prepared
+from unet_core.data import DataError, scan_folder
 from unet_core.data.prepared import MANIFEST
+from unetflow.data_params import DataParams
+from unetflow.prepare import prepare
 
-# The split used for folder data sets; the same defaults as the DVC prepare stage.
-FOLDER_SPLIT = (0.7, 0.15, 0.15)
-FOLDER_SPLIT_SEED = 42
 PREPARED_ROOT = Path(".unetflow") / "prepared"
 _FORMAT = "folder-v1"  # bump when the preparation below changes what it writes
 FOLDER_VERSION = "folder-"  # data version of a raw folder: this prefix + its content hash
@@ -38,7 +33,14 @@ def is_raw_folder(path: Path) -> bool:
 def folder_hash(root: Path, spatial_dims: int, in_channels: int) -> str:
     """A short hash of every image and mask file (names and bytes) and the settings."""
     digest = hashlib.sha256(
-        json.dumps([_FORMAT, spatial_dims, in_channels, FOLDER_SPLIT, FOLDER_SPLIT_SEED]).encode()
+        json.dumps(
+            [
+                _FORMAT,
+                spatial_dims,
+                in_channels,
+                _params(root, spatial_dims).model_dump(mode="json"),
+            ]
+        ).encode()
     )
     for sample in scan_folder(root, spatial_dims):
         for path in (sample.image_path, sample.mask_path):
@@ -49,34 +51,17 @@ def folder_hash(root: Path, spatial_dims: int, in_channels: int) -> str:
     return digest.hexdigest()[:16]
 
 
+def _params(root: Path, spatial_dims: int) -> DataParams:
+    # The DVC prepare stage's defaults (split fractions and seed, shard size) for a folder.
+    return DataParams(source="folder", folder=str(root), spatial_dims=spatial_dims)
+
+
 def prepare_folder(root: Path, out: Path, spatial_dims: int, in_channels: int) -> None:
-    """Read, check, split and write `root` as shards at `out` (atomically)."""
+    """Prepare `root` at `out` with the DVC `prepare` stage's own code and defaults."""
     samples = scan_folder(root, spatial_dims)
     if len(samples) < 3:
         raise DataError(root / "images", f"has {len(samples)} image(s); need at least 3 to split")
-    pairs = [load_pair(s, spatial_dims, in_channels) for s in samples]
-    shapes = sorted({p[0].shape for p in pairs})
-    if len(shapes) > 1:
-        raise DataError(
-            root / "images",
-            f"images have different shapes {shapes[:3]}; resample them to one shape first",
-        )
-    images, masks = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
-    idx = split_indices(len(samples), FOLDER_SPLIT, seed=FOLDER_SPLIT_SEED)
-    splits = {k: (images[i], masks[i], [samples[j].stem for j in i]) for k, i in idx.items()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out.parent))
-    try:
-        write_prepared(staging, splits, meta={"source": "folder", "folder": str(root)})
-        try:
-            staging.rename(out)  # nothing half-written ever appears at `out`
-        except OSError:
-            if not (out / MANIFEST).exists():  # lost a race to an identical writer: fine
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    counts = {k: len(v) for k, v in idx.items()}
-    print(f"prepared folder {root} ({sum(counts.values())} images {counts}) into {out}", flush=True)
+    prepare(_params(root, spatial_dims), out, in_channels=in_channels)
 
 
 def resolve_data(

@@ -13,12 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from unet_core.data import PreparedDataset
-from unet_core.inference import logits_to_mask, predict_logits
 from unet_core.metrics import MetricAccumulator, per_image_metrics
-from unet_core.package import InferenceSpec
+from unet_core.package import Segmenter
 
 TABLE_METRICS = ("dice", "iou", "precision", "recall", "hd95")
 
@@ -34,38 +32,33 @@ class SplitPrediction:
 
 
 def predict_split(
-    model: nn.Module,
-    spec: InferenceSpec,
+    segmenter: Segmenter,
     data_dir: Path,
     split: str,
     limit: int | None = None,
     batch_size: int = 8,
     accumulator: MetricAccumulator | None = None,
 ) -> SplitPrediction:
-    """Predict masks for (the first `limit` images of) a split with the package's spec.
+    """Predict masks for (the first `limit` images of) a split, as the model is served.
 
     Args:
         accumulator: also fed every batch's logits and targets, so the split's global
             metrics come from this same pass (a large 3D test set is read and predicted
             once, not once per consumer). Build it with the spec's mode and threshold.
     """
-    if spec.mode == "multilabel":
+    if segmenter.spec.mode == "multilabel":
         raise ValueError("per-image evaluation supports binary and multiclass models only")
     data = PreparedDataset(data_dir, split, normalize=False)
     count = len(data) if limit is None else min(limit, len(data))
     images = np.asarray(data.images[:count], dtype=np.float32)
     targets = np.asarray(data.masks[:count])
     preds = []
-    device = next(model.parameters()).device
     for start in range(0, count, batch_size):
-        batch = torch.from_numpy(images[start : start + batch_size]).to(device)
-        logits = predict_logits(
-            model, spec.normalize(batch), patch=spec.patch, overlap=spec.overlap
-        )
+        logits = segmenter.logits(torch.from_numpy(images[start : start + batch_size]))
         if accumulator is not None:
             truth = torch.from_numpy(targets[start : start + batch_size].astype(np.int64))
             accumulator.update(logits.cpu(), truth)
-        preds.append(logits_to_mask(logits, spec.mode, spec.threshold).cpu().numpy())
+        preds.append(segmenter.masks(logits).cpu().numpy())
     return SplitPrediction(
         stems=[str(s) for s in data.stems[:count]],
         images=images,

@@ -33,11 +33,13 @@ from unetflow.errors import UsageError
 RAW_META = "raw.json"
 
 
-def _load_folder(folder: Path, spatial_dims: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _load_folder(
+    folder: Path, spatial_dims: int, in_channels: int | None = None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     samples = scan_folder(folder, spatial_dims)
     pairs = []
     for k, sample in enumerate(samples, 1):
-        pairs.append(load_pair(sample, spatial_dims))
+        pairs.append(load_pair(sample, spatial_dims, in_channels))
         if k % 500 == 0:
             print(f"read {k}/{len(samples)} image/mask pairs from {folder}", flush=True)
     shapes = {p[0].shape for p in pairs}
@@ -53,25 +55,26 @@ def _load_folder(folder: Path, spatial_dims: int) -> tuple[np.ndarray, np.ndarra
 
 
 def load_source(
-    params: DataParams, staging: Path | None = None
+    params: DataParams, staging: Path | None = None, in_channels: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Read (or generate) the source: `(images [N, C, *sp], masks [N, *sp], stems)`.
 
     Args:
         params: the `data` section of params.yaml.
         staging: where an `s3://` source is downloaded (a temp folder when None).
+        in_channels: image channels a folder's images must have; None: any.
     """
     if params.source == "synthetic":
         syn = params.synthetic
         images, masks = generate_synthetic(syn.num_images, tuple(syn.shape), seed=syn.seed)
         return images, masks, [f"synthetic-{i:05d}" for i in range(len(images))]
     if not params.folder.startswith("s3://"):
-        return _load_folder(Path(params.folder), params.spatial_dims)
+        return _load_folder(Path(params.folder), params.spatial_dims, in_channels)
     from unetflow import s3
 
     with tempfile.TemporaryDirectory(prefix="unetflow-s3-", dir=staging) as tmp:
         s3.download_prefix(params.folder, Path(tmp))
-        return _load_folder(Path(tmp), params.spatial_dims)
+        return _load_folder(Path(tmp), params.spatial_dims, in_channels)
 
 
 def write_raw(

@@ -77,7 +77,11 @@ def _provenance(params: DataParams) -> dict:
 
 
 def prepare(
-    params: DataParams, out: Path, raw: Path | None = None, params_file: Path | None = None
+    params: DataParams,
+    out: Path,
+    raw: Path | None = None,
+    params_file: Path | None = None,
+    in_channels: int | None = None,
 ) -> None:
     """Split the raw data set, write shards + manifest in a temp folder, move into place.
 
@@ -86,8 +90,12 @@ def prepare(
         out: the prepared folder (replaced as a whole, never left half-written).
         raw: a folder written by the `ingest` stage; None reads the source directly.
         params_file: where `params` came from (error messages, relative CSV paths).
+        in_channels: image channels the model expects (refused otherwise); None: any.
     """
-    images, masks, stems = read_raw(raw) if raw is not None else load_source(params)
+    if raw is not None:
+        images, masks, stems = read_raw(raw)
+    else:
+        images, masks, stems = load_source(params, in_channels=in_channels)
     group = params.split.group
     groups = group_labels(group, stems, params_file) if group is not None else None
     idx = split_indices(len(images), params.split.fractions, seed=params.split.seed, groups=groups)

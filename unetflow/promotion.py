@@ -125,9 +125,9 @@ def _load_version(client: MlflowClient, name: str, version: str | None):
 def _score(name: str, version: str, data_dir: Path) -> list[dict[str, float | str]]:
     """Per-image test metrics of a registered version, through its served package."""
     python_model = mlflow.pyfunc.load_model(f"models:/{name}/{version}").unwrap_python_model()
-    model, config, spec = python_model.model, python_model.config, python_model.spec
-    prediction = evaluation.predict_split(model, spec, data_dir, "test")
-    num_classes = 1 if spec.mode == "binary" else config.out_channels
+    segmenter = python_model.segmenter
+    prediction = evaluation.predict_split(segmenter, data_dir, "test")
+    num_classes = 1 if segmenter.spec.mode == "binary" else segmenter.config.out_channels
     return evaluation.per_image_table(prediction, num_classes, metrics=("dice",))
 
 

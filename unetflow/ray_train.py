@@ -6,7 +6,6 @@ V2 requires. Rerunning with the same run name resumes from the latest checkpoint
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -28,9 +27,8 @@ from unet_core.engine import (
     load_checkpoint,
     save_checkpoint,
 )
-from unet_core.package import InferenceSpec
-from unetflow.builders import build_trainer
-from unetflow.config import ExperimentConfig
+from unetflow.builders import build_trainer, inference_spec
+from unetflow.config import ExperimentConfig, ScalingSettings
 from unetflow.storage import ray_storage
 
 
@@ -111,9 +109,8 @@ def say(line: str) -> None:
 
 def checkpoint_extras(cfg: ExperimentConfig, data_dir: Path) -> dict[str, str]:
     """The config and inference spec, so a checkpoint alone can predict (`unetflow predict`)."""
-    manifest = read_manifest(data_dir)
-    spec = InferenceSpec(mean=manifest.mean, std=manifest.std, mode=cfg.loss.mode)
-    return {"config": cfg.model_dump_json(), "inference": json.dumps(spec.__dict__)}
+    spec = inference_spec(cfg, read_manifest(data_dir))
+    return {"config": cfg.model_dump_json(), "inference": spec.to_json()}
 
 
 def train_worker(payload: dict[str, Any]) -> None:
@@ -138,6 +135,38 @@ def train_worker(payload: dict[str, Any]) -> None:
     fit(trainer, resume)
 
 
+def scaling_config(scaling: ScalingSettings) -> ScalingConfig:
+    """Workers, their resources and placement, as the config's `scaling` section asks."""
+    resources = {"CPU": scaling.cpus_per_worker, **scaling.resources_per_worker}
+    if scaling.use_gpu:
+        resources["GPU"] = scaling.gpus_per_worker
+    return ScalingConfig(
+        num_workers=scaling.num_workers,
+        use_gpu=scaling.use_gpu,
+        resources_per_worker=resources,
+        placement_strategy=scaling.placement_strategy,
+    )
+
+
+def torch_trainer(
+    cfg: ExperimentConfig,
+    data_dir: Path,
+    run_config: RunConfig,
+    tracking: dict[str, str] | None = None,
+) -> ray.train.torch.TorchTrainer:
+    """A `TorchTrainer` whose workers run `train_worker` on `cfg` (training and Tune)."""
+    return ray.train.torch.TorchTrainer(
+        train_worker,
+        train_loop_config={
+            "config": cfg.model_dump_json(),
+            "data_dir": str(data_dir),
+            "tracking": tracking,
+        },
+        scaling_config=scaling_config(cfg.scaling),
+        run_config=run_config,
+    )
+
+
 def fit_with_ray(
     cfg: ExperimentConfig,
     data_dir: Path,
@@ -151,38 +180,21 @@ def fit_with_ray(
         run_name: deterministic name; rerunning with it resumes from the latest checkpoint.
         tracking: {"uri", "run_id"} of the MLflow run that rank 0 logs epoch metrics to.
     """
-    scaling = cfg.scaling
     ensure_ray(num_cpus=None if os.environ.get("RAY_ADDRESS") else max(2, os.cpu_count() or 2))
-    resources = {"CPU": scaling.cpus_per_worker, **scaling.resources_per_worker}
-    if scaling.use_gpu:
-        resources["GPU"] = scaling.gpus_per_worker
     path, filesystem = ray_storage(storage_path)
     monitor = cfg.train.early_stopping
-    trainer = ray.train.torch.TorchTrainer(
-        train_worker,
-        train_loop_config={
-            "config": cfg.model_dump_json(),
-            "data_dir": str(data_dir),
-            "tracking": tracking,
-        },
-        scaling_config=ScalingConfig(
-            num_workers=scaling.num_workers,
-            use_gpu=scaling.use_gpu,
-            resources_per_worker=resources,
-            placement_strategy=scaling.placement_strategy,
+    run_config = RunConfig(
+        name=run_name,
+        storage_path=path,
+        storage_filesystem=filesystem,
+        checkpoint_config=CheckpointConfig(
+            num_to_keep=cfg.checkpoint.num_to_keep,
+            checkpoint_score_attribute=monitor.monitor,
+            checkpoint_score_order=monitor.mode,
         ),
-        run_config=RunConfig(
-            name=run_name,
-            storage_path=path,
-            storage_filesystem=filesystem,
-            checkpoint_config=CheckpointConfig(
-                num_to_keep=cfg.checkpoint.num_to_keep,
-                checkpoint_score_attribute=monitor.monitor,
-                checkpoint_score_order=monitor.mode,
-            ),
-            failure_config=FailureConfig(max_failures=cfg.checkpoint.max_failures),
-        ),
+        failure_config=FailureConfig(max_failures=cfg.checkpoint.max_failures),
     )
+    trainer = torch_trainer(cfg, data_dir, run_config, tracking)
     result = trainer.fit()
     best = result.get_best_checkpoint(metric=monitor.monitor, mode=monitor.mode)
     if best is None:

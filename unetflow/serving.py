@@ -11,7 +11,6 @@ import mlflow.pyfunc
 import numpy as np
 import torch
 
-from unet_core.inference import logits_to_mask, predict_logits
 from unet_core.package import load_package
 
 PACKAGE_ARTIFACT = "model_package"
@@ -22,23 +21,22 @@ class UNetSegmenter(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         torch.set_num_threads(max(1, torch.get_num_threads()))
-        self.model, self.config, self.spec = load_package(context.artifacts[PACKAGE_ARTIFACT])
+        self.segmenter = load_package(context.artifacts[PACKAGE_ARTIFACT])
 
     def predict(self, context, model_input, params: dict | None = None) -> np.ndarray:
         params = params or {}
         images = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
-        expected = self.config.spatial_dims + 2
+        config = self.segmenter.config
+        expected = config.spatial_dims + 2
         if images.ndim != expected:
             raise ValueError(
                 f"input has shape {tuple(images.shape)}; expected {expected} axes "
-                f"[batch, {self.config.in_channels} channels, spatial...]"
+                f"[batch, {config.in_channels} channels, spatial...]"
             )
-        logits = predict_logits(
-            self.model,
-            self.spec.normalize(images),
-            patch=self.spec.patch,
-            overlap=self.spec.overlap,
+        threshold = params.get("threshold")
+        masks = self.segmenter(
+            images,
             tta=bool(params.get("tta", False)),
+            threshold=None if threshold is None else float(threshold),
         )
-        threshold = float(params.get("threshold", self.spec.threshold))
-        return logits_to_mask(logits, self.spec.mode, threshold).numpy()
+        return masks.cpu().numpy()

@@ -23,9 +23,9 @@ from torch.utils.data import DataLoader
 from unet_core.data import PreparedDataset, read_manifest
 from unet_core.engine import CHECKPOINT_FILE, evaluate, load_checkpoint
 from unet_core.models import create_model
-from unet_core.package import InferenceSpec, load_package, save_package
+from unet_core.package import load_package, save_package
 from unetflow import datasets, evaluation, plots, tracking
-from unetflow.builders import make_accumulator
+from unetflow.builders import inference_spec, make_accumulator
 from unetflow.config import ExperimentConfig, flatten
 from unetflow.ray_train import fit_with_ray
 
@@ -74,8 +74,7 @@ def _evaluate(
 
 
 def _package(cfg: ExperimentConfig, weights: dict, data_dir: Path, out: Path) -> Path:
-    manifest = read_manifest(data_dir)
-    spec = InferenceSpec(mean=manifest.mean, std=manifest.std, mode=cfg.loss.mode)
+    spec = inference_spec(cfg, read_manifest(data_dir))
     return save_package(out / "model.pt", weights, cfg.model, spec)
 
 
@@ -101,9 +100,9 @@ def evaluate_test(
         data = PreparedDataset(data_dir, "test")  # holds raw images; normalises per item
         example = np.asarray(data.images[:1], dtype=np.float32)
         return SplitEvaluation(_evaluate(cfg, weights, data, prefix="test_"), None, example)
-    model, _, spec = load_package(package)
-    acc = make_accumulator(cfg, threshold=spec.threshold)
-    prediction = evaluation.predict_split(model, spec, data_dir, "test", accumulator=acc)
+    segmenter = load_package(package)
+    acc = make_accumulator(cfg, threshold=segmenter.spec.threshold)
+    prediction = evaluation.predict_split(segmenter, data_dir, "test", accumulator=acc)
     metrics = {f"test_{k}": v for k, v in acc.compute().items()}
     # Raw intensities, as a user would send them: the pyfunc model normalises itself.
     return SplitEvaluation(metrics, prediction, prediction.images[:1])
@@ -211,9 +210,10 @@ def _log_artifacts(
     if test is None:
         print("per-image table and prediction grid: not available for multilabel models")
         return
-    model, _, spec = load_package(package)
-    val = evaluation.predict_split(model, spec, data_dir, "val", limit=GRID_IMAGES)
+    segmenter = load_package(package)
+    val = evaluation.predict_split(segmenter, data_dir, "val", limit=GRID_IMAGES)
     mlflow.log_artifact(str(plots.prediction_grid(val, tmp / "val_predictions.png")), "plots")
-    rows = evaluation.per_image_table(test, cfg.model.out_channels if spec.mode != "binary" else 1)
+    binary = segmenter.spec.mode == "binary"
+    rows = evaluation.per_image_table(test, 1 if binary else cfg.model.out_channels)
     mlflow.log_table(evaluation.table_columns(rows), artifact_file=PER_IMAGE_ARTIFACT)
     mlflow.log_metric("test_dice_per_image_mean", evaluation.mean_metric(rows, "dice"))

@@ -13,48 +13,25 @@ import argparse
 import os
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from unet_core.data import EXTENSIONS, check_image, read_array
 from unet_core.data.folder import file_extension, to_channels_first
-from unet_core.inference import logits_to_mask, predict_logits
-from unet_core.models import ModelConfig
-from unet_core.package import InferenceSpec, load_package
+from unet_core.package import Segmenter, load_package
 from unetflow.errors import UsageError
 
 
-@dataclass(frozen=True)
-class Predictor:
-    """A model with what it needs to turn raw images into masks."""
-
-    model: nn.Module
-    config: ModelConfig
-    spec: InferenceSpec
-
-    def __call__(
-        self, image: np.ndarray, tta: bool = False, patch: tuple[int, ...] | None = None
-    ) -> np.ndarray:
-        """[C, *spatial] float32 raw image -> uint8 mask [*spatial] ([L, *spatial] multilabel)."""
-        x = self.spec.normalize(torch.from_numpy(image)[None])
-        logits = predict_logits(
-            self.model, x, patch=patch or self.spec.patch, overlap=self.spec.overlap, tta=tta
-        )
-        return logits_to_mask(logits, self.spec.mode, self.spec.threshold)[0].numpy()
-
-
-def load_predictor(ref: str) -> Predictor:
+def load_segmenter(ref: str) -> Segmenter:
     """Load a model from an MLflow URI, a package/checkpoint file or a checkpoint folder."""
     path = Path(ref)
     if path.is_dir() and (path / "checkpoint.pt").is_file():
         path = path / "checkpoint.pt"
     if path.is_file():
         try:
-            return Predictor(*load_package(path))
+            return load_package(path)
         except ValueError as err:
             raise UsageError(f"--model {ref}: {err}") from None
         except Exception as err:  # torch.load refusing the file: corrupt or not a model
@@ -73,9 +50,9 @@ def load_predictor(ref: str) -> Predictor:
         wrapped = mlflow.pyfunc.load_model(ref).unwrap_python_model()
     except Exception as err:  # MLflow raises many types for a missing model or store
         raise UsageError(f"--model {ref}: MLflow could not load it ({err})") from None
-    if not all(hasattr(wrapped, a) for a in ("model", "config", "spec")):
+    if not isinstance(getattr(wrapped, "segmenter", None), Segmenter):
         raise UsageError(f"--model {ref}: not a unetflow model (pyfunc {type(wrapped).__name__})")
-    return Predictor(wrapped.model, wrapped.config, wrapped.spec)
+    return wrapped.segmenter
 
 
 def list_images(folder: Path, spatial_dims: int) -> list[Path]:
@@ -133,8 +110,8 @@ def write_mask(mask: np.ndarray, source: Path, dest: Path, mode: str) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    predictor = load_predictor(args.model)
-    dims = predictor.config.spatial_dims
+    segmenter = load_segmenter(args.model)
+    dims = segmenter.config.spatial_dims
     if args.patch is not None and len(args.patch) != dims:
         raise UsageError(f"--patch {args.patch}: give {dims} sizes for a {dims}D model")
     inputs = list_images(args.input, dims)
@@ -146,10 +123,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for i, path in enumerate(inputs, 1):
         t0 = time.perf_counter()
         image = to_channels_first(read_array(path), dims, path)
-        image = check_image(image, path, predictor.config.in_channels)
-        mask = predictor(image, tta=args.tta, patch=tuple(args.patch) if args.patch else None)
+        image = check_image(image, path, segmenter.config.in_channels)
+        patch = tuple(args.patch) if args.patch else None
+        mask = segmenter(torch.from_numpy(image)[None], tta=args.tta, patch=patch)[0]
         dest = output_path(path, args.output)
-        write_mask(mask, path, dest, predictor.spec.mode)
+        write_mask(mask.cpu().numpy(), path, dest, segmenter.spec.mode)
         shape = "x".join(map(str, image.shape[1:]))
         print(
             f"[{i}/{len(inputs)}] {path.name} ({shape}) -> {dest.name} "
