@@ -14,6 +14,7 @@ from pathlib import Path
 from prefect import flow, task
 
 from flows import artifacts
+from flows.outcomes import TrainOutcome
 from flows.params import DataPrepParams, PipelineParams, PromoteParams, TrainParams, TuneParams
 from flows.tasks import (
     IO_BACKOFF,
@@ -25,8 +26,10 @@ from flows.tasks import (
     retry_unless_usage_error,
     train_model,
 )
+from tune.search_config import SearchResult
 from unetflow.config import ExperimentConfig
 from unetflow.datasets import is_raw_folder
+from unetflow.promotion import PromotionDecision
 from unetflow.training import TrainReport
 
 
@@ -42,7 +45,7 @@ def data_prep(params: DataPrepParams = DataPrepParams()) -> str:
 
 
 @flow(name="train", log_prints=True)
-def train(params: TrainParams = TrainParams()) -> dict:
+def train(params: TrainParams = TrainParams()) -> TrainOutcome:
     """Train one config and register the model: on `config.data.version` when set
     (pulled if not present locally), on a raw images/ + masks/ `data.path` as it is,
     else on the current DVC data version."""
@@ -56,12 +59,7 @@ def train(params: TrainParams = TrainParams()) -> dict:
     report, reused, config, version = _train(config, project_dir, version)
     champion = _champion(config, project_dir)
     artifacts.train_summary(report, version, champion)
-    return {
-        "data_version": version,
-        "reused": reused,
-        **report.__dict__,
-        "champion_version": champion,
-    }
+    return TrainOutcome(report, version, reused, champion)
 
 
 def _train(config: ExperimentConfig, project_dir: str, version: str | None):
@@ -102,12 +100,12 @@ def _promote(params: PromoteParams):
 
 
 @flow(name="evaluate_and_promote", log_prints=True)
-def evaluate_and_promote(params: PromoteParams = PromoteParams()) -> dict:
+def evaluate_and_promote(params: PromoteParams = PromoteParams()) -> PromotionDecision:
     """Promote the candidate only if its paired Dice gain is credibly above the margin."""
     decision = _promote(params)
     artifacts.markdown("promotion", decision.markdown(), "candidate vs champion on the test split")
     print(decision.summary())
-    return decision.as_dict()
+    return decision
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -133,19 +131,13 @@ def _search(params: TuneParams):
 
 
 @flow(name="tune", log_prints=True)
-def tune(params: TuneParams = TuneParams()) -> dict:
+def tune(params: TuneParams = TuneParams()) -> SearchResult:
     """Search, log every trial to MLflow; returns the best config and the Pareto front."""
     result = _search(params)
     artifacts.table("search-results", _rows(result.trials), f"trials of search {result.name}")
     front = [{"trial_id": p.trial_id, "dice": p.dice, "cost": p.cost} for p in result.front]
     artifacts.table("pareto-front", front, "Dice vs cost: the non-dominated trials")
-    return {
-        "name": result.name,
-        "best_trial_id": result.best_trial_id,
-        "best_metrics": result.best_metrics,
-        "best_config": result.best_config.model_dump(mode="json"),
-        "mlflow_parent_run_id": result.parent_run_id,
-    }
+    return result
 
 
 def _rows(trials: list[dict]) -> list[dict]:
@@ -169,18 +161,18 @@ def _promote_params(
 
 
 @flow(name="pipeline", log_prints=True)
-def pipeline(params: PipelineParams = PipelineParams()) -> dict:
+def pipeline(params: PipelineParams = PipelineParams()) -> TrainOutcome:
     """data_prep -> optional tune -> train the (best) config -> evaluate_and_promote."""
     version = data_prep(DataPrepParams(project_dir=params.project_dir))
     config: ExperimentConfig = params.config
     if params.tune is not None:
-        config = ExperimentConfig.model_validate(tune(params.tune)["best_config"])
+        config = tune(params.tune).best_config
     if config.data.version:
         config, version = pin_data_version(config, params.project_dir)
     report, reused, config, version = _train(config, params.project_dir, version)
-    result = {"data_version": version, "reused": reused, **report.__dict__}
+    decision = None
     if params.promote and not report.became_champion and not reused:
-        result["promotion"] = evaluate_and_promote(_promote_params(params, config, report))
-    result["champion_version"] = _champion(config, params.project_dir)
-    artifacts.train_summary(report, version, result["champion_version"])
-    return result
+        decision = evaluate_and_promote(_promote_params(params, config, report))
+    champion = _champion(config, params.project_dir)
+    artifacts.train_summary(report, version, champion)
+    return TrainOutcome(report, version, reused, champion, decision)

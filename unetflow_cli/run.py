@@ -6,17 +6,22 @@ import argparse
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from unetflow.datasets import FOLDER_VERSION
 from unetflow_cli.common import add_config_args, config_from_args
 
+if TYPE_CHECKING:
+    from flows.outcomes import TrainOutcome
 
-def _print_result(result: dict, project_dir: Path, server_uri: str | None, alias: str) -> None:
-    metrics, model = result["test_metrics"], result["registered_name"]
-    version = result["data_version"]
+
+def _print_result(
+    result: TrainOutcome, project_dir: Path, server_uri: str | None, alias: str
+) -> None:
+    report = result.report
+    metrics, model, version = report.test_metrics, report.registered_name, result.data_version
     source = (
         "content hash of the data.path folder"
         if version.startswith(FOLDER_VERSION)
@@ -25,13 +30,13 @@ def _print_result(result: dict, project_dir: Path, server_uri: str | None, alias
     print("\n=== unetflow finished ===")
     print(f"data version:   {version} ({source})")
     print(f"test Dice/IoU:  {metrics['test_dice']:.4f} / {metrics['test_iou']:.4f}")
-    print(f"MLflow run:     {result['run_id']}")
-    if result.get("reused"):
+    print(f"MLflow run:     {report.run_id}")
+    if result.reused:
         print("training:       reused: same config and data as an earlier run")
     # The registry's state after this run: a reused run's report may be out of date.
-    champion = f"  (@{alias})" if result.get("champion_version") == result["version"] else ""
-    print(f"model version:  models:/{model}/{result['version']}{champion}")
-    print(f"checkpoints:    {result['storage_path']}/{result['ray_run_name']}")
+    champion = f"  (@{alias})" if result.champion_version == report.version else ""
+    print(f"model version:  models:/{model}/{report.version}{champion}")
+    print(f"checkpoints:    {report.storage_path}/{report.ray_run_name}")
     if not server_uri:
         store = project_dir.resolve() / ".unetflow" / "mlflow.db"
         print(f"look at it:     .venv/bin/mlflow ui --backend-store-uri sqlite:///{store}")

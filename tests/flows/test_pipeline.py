@@ -47,17 +47,17 @@ def test_pipeline_runs_end_to_end(
     cfg = parse_config(TINY)
     result = pipeline(PipelineParams(config=cfg, project_dir=str(project_dir), promote=False))
 
-    assert result["data_version"] == dvc_data.data_version(project_dir)
-    assert result["became_champion"] and result["version"] == "1" and not result["reused"]
-    assert result["champion_version"] == "1"
-    assert 0.0 <= result["test_metrics"]["test_dice"] <= 1.0
+    assert result.data_version == dvc_data.data_version(project_dir)
+    assert result.report.became_champion and result.report.version == "1" and not result.reused
+    assert result.champion_version == "1"
+    assert 0.0 <= result.report.test_metrics["test_dice"] <= 1.0
 
     mlflow.set_tracking_uri(f"sqlite:///{project_dir / '.unetflow' / 'mlflow.db'}")
     client = MlflowClient()
-    run = client.get_run(result["run_id"])
+    run = client.get_run(result.report.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["train.epochs"] == "2"
-    assert run.data.tags["unetflow.data_version"] == result["data_version"]
+    assert run.data.tags["unetflow.data_version"] == result.data_version
     assert run.data.tags["unetflow.prefect_flow_run_id"]
     assert {"test_dice", "test_iou"} <= set(run.data.metrics)
     history = client.get_metric_history(run.info.run_id, "val_dice")
@@ -75,26 +75,26 @@ def test_pipeline_runs_end_to_end(
         PipelineParams(
             # Pinned to the first run's data version: trained from its DVC checkout.
             config=parse_config(
-                {**TINY, "name": "tiny2", "data": {"version": result["data_version"]}}
+                {**TINY, "name": "tiny2", "data": {"version": result.data_version}}
             ),
             project_dir=str(project_dir),
             promote=True,
         )
     )
-    assert again["version"] == "2" and not again["became_champion"] and not again["reused"]
-    decision = again["promotion"]
-    assert decision["candidate_version"] == "2" and decision["champion_version"] == "1"
+    assert again.report.version == "2" and not again.report.became_champion and not again.reused
+    decision = again.promotion
+    assert decision.candidate_version == "2" and decision.champion_version == "1"
     champion_now = str(client.get_model_version_by_alias("unet-seg", "champion").version)
-    assert champion_now == ("2" if decision["promoted"] else "1")
-    assert again["champion_version"] == champion_now  # read after the promotion
-    assert again["data_version"] == result["data_version"]
-    pinned = client.get_run(again["run_id"]).data.params["data.path"]
-    assert pinned.endswith(result["data_version"].removesuffix(".dir"))
+    assert champion_now == ("2" if decision.promoted else "1")
+    assert again.champion_version == champion_now  # read after the promotion
+    assert again.data_version == result.data_version
+    pinned = client.get_run(again.report.run_id).data.params["data.path"]
+    assert pinned.endswith(result.data_version.removesuffix(".dir"))
 
     # The same inputs again: training is a cache hit, nothing new is registered.
     same = pipeline(PipelineParams(config=cfg, project_dir=str(project_dir), promote=False))
-    assert same["reused"] and same["run_id"] == result["run_id"] and same["version"] == "1"
-    assert same["champion_version"] == champion_now  # the registry now, not the cached report
+    assert same.reused and same.report.run_id == result.report.run_id and same.report.version == "1"
+    assert same.champion_version == champion_now  # the registry now, not the cached report
     assert len(client.search_model_versions("name = 'unet-seg'")) == 2
 
 
@@ -113,17 +113,17 @@ def test_train_flow_on_a_raw_folder_retrains_only_when_the_folder_changes(
     params = TrainParams(config=cfg, project_dir=str(project_dir))
 
     first = train(params)
-    assert first["data_version"].startswith("folder-") and not first["reused"]
+    assert first.data_version.startswith("folder-") and not first.reused
     assert not (project_dir / "data" / "prepared").exists()  # no DVC stages for a folder
     same = train(params)
-    assert same["reused"] and same["run_id"] == first["run_id"]
+    assert same.reused and same.report.run_id == first.report.run_id
 
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(raw / "images" / "s0.png")
     edited = train(params)
-    assert not edited["reused"] and edited["run_id"] != first["run_id"]
-    assert edited["data_version"].startswith("folder-")
-    assert edited["data_version"] != first["data_version"]
+    assert not edited.reused and edited.report.run_id != first.report.run_id
+    assert edited.data_version.startswith("folder-")
+    assert edited.data_version != first.data_version
     run = MlflowClient(f"sqlite:///{project_dir / '.unetflow' / 'mlflow.db'}").get_run(
-        edited["run_id"]
+        edited.report.run_id
     )
-    assert run.data.tags["unetflow.data_version"] == edited["data_version"]
+    assert run.data.tags["unetflow.data_version"] == edited.data_version

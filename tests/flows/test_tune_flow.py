@@ -42,9 +42,9 @@ def test_tune_flow_returns_best_config_and_leaves_tables(
     search = SearchConfig(name="flow-test", space="tune/spaces/hpo.yaml", num_samples=2)
     result = tune(TuneParams(project_dir=str(project_dir), search=search, base=base))
 
-    assert result["name"] == "flow-test" and result["best_trial_id"]
-    assert 0.0 <= result["best_metrics"]["val_dice"] <= 1.0
-    assert result["best_config"]["model"]["base_channels"] == 8  # the base survived
+    assert result.name == "flow-test" and result.best_trial_id
+    assert 0.0 <= result.best_metrics["val_dice"] <= 1.0
+    assert result.best_config.model.base_channels == 8  # the base survived
     with get_client(sync_client=True) as client:
         keys = {
             a.key

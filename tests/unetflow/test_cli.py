@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from flows.outcomes import TrainOutcome
+from unetflow.training import TrainReport
 from unetflow_cli.main import build_parser, main
 
 BIN = Path(sys.executable).parent
@@ -38,17 +40,25 @@ def test_console_script_is_installed_and_reports_bad_config(tmp_path: Path) -> N
     assert "Traceback" not in proc.stderr
 
 
-def _result(**extra: object) -> dict:
-    return {
-        "data_version": "abc.dir",
-        "test_metrics": {"test_dice": 0.9, "test_iou": 0.8},
-        "run_id": "r1",
-        "registered_name": "unet-seg",
-        "version": "1",
-        "storage_path": "/s",
-        "ray_run_name": "n",
-        **extra,
-    }
+def _result(
+    data_version: str = "abc.dir",
+    reused: bool = False,
+    became_champion: bool = False,
+    champion_version: str | None = None,
+) -> TrainOutcome:
+    report = TrainReport(
+        run_id="r1",
+        experiment_id="0",
+        model_uri="models:/m/1",
+        registered_name="unet-seg",
+        version="1",
+        became_champion=became_champion,
+        test_metrics={"test_dice": 0.9, "test_iou": 0.8},
+        best_val={},
+        ray_run_name="n",
+        storage_path="/s",
+    )
+    return TrainOutcome(report, data_version, reused, champion_version)
 
 
 @pytest.mark.parametrize(("champion", "labelled"), [("1", True), ("2", False), (None, False)])
@@ -89,7 +99,7 @@ def test_ui_hint_follows_the_tracking_uri_the_user_set_before_the_flow(
     else:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
 
-    def train_flow(params: object) -> dict:
+    def train_flow(params: object) -> TrainOutcome:
         # Training in-process calls mlflow.set_tracking_uri, which exports the variable.
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
         return _result(champion_version="1")
