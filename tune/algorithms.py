@@ -120,7 +120,7 @@ def build(search: SearchConfig, space: SearchSpace) -> tuple[Any, Any]:
         )
     if search.cost is not None and alg in SINGLE_OBJECTIVE_ONLY:
         raise UsageError(
-            f"--search-alg {alg} is single-objective; use optuna (or random) with --objective cost"
+            f"--search-alg {alg} is single-objective; use optuna (or random) with --cost"
         )
     if alg == "bohb":
         if sched not in ("asha", "hyperband_bohb"):

@@ -17,6 +17,8 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from tune.search_config import SearchTracking
+
 SEARCH_TAG = "unetflow.search_name"
 ROLE_TAG = "unetflow.search_role"
 TRIAL_TAG = "unetflow.trial_id"
@@ -65,10 +67,10 @@ def finish(uri: str, run_id: str, status: str = "FINISHED") -> None:
 class TrialLogger:
     """Logs one trial into its child run (found or created by trial id)."""
 
-    def __init__(self, tracking: dict[str, str], trial_id: str, trial_name: str) -> None:
-        self.client = MlflowClient(tracking_uri=tracking["uri"])
-        experiment_id, parent = tracking["experiment_id"], tracking["parent_run_id"]
-        key = {SEARCH_TAG: tracking["search_name"], TRIAL_TAG: trial_id, ROLE_TAG: "trial"}
+    def __init__(self, tracking: SearchTracking, trial_id: str, trial_name: str) -> None:
+        self.client = MlflowClient(tracking_uri=tracking.uri)
+        experiment_id, parent = tracking.experiment_id, tracking.parent_run_id
+        key = {SEARCH_TAG: tracking.search_name, TRIAL_TAG: trial_id, ROLE_TAG: "trial"}
         found = _find(self.client, experiment_id, key)
         if found is None:
             tags = {**key, MLFLOW_PARENT_RUN_ID: parent, MLFLOW_RUN_NAME: trial_name}

@@ -12,7 +12,14 @@ from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tun
 
 from tune import algorithms, mlflow_logging
 from tune.pareto import TrialPoint, choose, log_front, pareto_front
-from tune.search_config import STATE_FILE, SearchConfig, SearchResult, storage_root
+from tune.search_config import (
+    STATE_FILE,
+    SearchConfig,
+    SearchResult,
+    SearchTracking,
+    TrialSetup,
+    storage_root,
+)
 from tune.space import SearchSpace, resolve_config
 from tune.trainable import train_trial
 from unetflow.config import ExperimentConfig, flatten
@@ -50,7 +57,7 @@ def execute(
         grid = tuner.fit()
     except BaseException:
         if tracking:
-            mlflow_logging.finish(tracking["uri"], tracking["parent_run_id"], "FAILED")
+            mlflow_logging.finish(tracking.uri, tracking.parent_run_id, "FAILED")
         raise
     result = _summarise(search, space, base, grid, tracking, path)
     if search.retrain:
@@ -65,17 +72,17 @@ def _trainable(
     space: SearchSpace,
     base: ExperimentConfig,
     data_dir: Path,
-    tracking: dict[str, str] | None,
+    tracking: SearchTracking | None,
     path: str,
 ) -> Any:
-    setup = {
-        "base": base.model_dump_json(),
-        "specs": {k: v.model_dump(mode="json") for k, v in space.params.items()},
-        "data_dir": str(data_dir),
-        "tracking": tracking,
-        "latency": search.cost == "latency_ms",
-        "storage": str(Path(path) / "train"),
-    }
+    setup = TrialSetup(
+        base=base.model_dump_json(),
+        specs={k: v.model_dump(mode="json") for k, v in space.params.items()},
+        data_dir=str(data_dir),
+        tracking=tracking,
+        latency=search.cost == "latency_ms",
+        storage=str(Path(path) / "train"),
+    )
     if base.scaling.num_workers > 1:
         # The trial only drives a TorchTrainer; its workers hold the CPUs/GPUs. Tune refuses
         # an empty request, so the driver asks for a token amount of memory (1 MiB) only.
@@ -123,7 +130,7 @@ def _trial_dirname(trial: Any) -> str:
 
 def _start_tracking(
     search: SearchConfig, space: SearchSpace, base: ExperimentConfig, project_dir: Path
-) -> dict[str, str]:
+) -> SearchTracking:
     import mlflow
 
     from unetflow import tracking
@@ -144,12 +151,7 @@ def _start_tracking(
     for key, value in params.items():
         if key not in existing:
             client.log_param(parent, key, str(value)[:6000])
-    return {
-        "uri": uri,
-        "experiment_id": experiment_id,
-        "parent_run_id": parent,
-        "search_name": search.name,
-    }
+    return SearchTracking(uri, experiment_id, parent, search.name)
 
 
 def _trial_rows(grid: Any, search: SearchConfig) -> list[dict[str, Any]]:
@@ -180,7 +182,7 @@ def _summarise(
     space: SearchSpace,
     base: ExperimentConfig,
     grid: Any,
-    tracking: dict[str, str] | None,
+    tracking: SearchTracking | None,
     path: str,
 ) -> SearchResult:
     rows = _trial_rows(grid, search)
@@ -211,7 +213,7 @@ def _summarise(
     result = SearchResult(
         name=search.name,
         storage_path=path,
-        parent_run_id=tracking["parent_run_id"] if tracking else None,
+        parent_run_id=tracking.parent_run_id if tracking else None,
         best_trial_id=best.trial_id,
         best_config=best_cfg,
         best_metrics={search.metric: best.dice, cost: best.cost},
@@ -223,12 +225,12 @@ def _summarise(
     if tracking:
         _log_summary(tracking, rows, points, front, cost, summary, best, best_cfg)
     if tracking:
-        mlflow_logging.finish(tracking["uri"], tracking["parent_run_id"])
+        mlflow_logging.finish(tracking.uri, tracking.parent_run_id)
     return result
 
 
 def _log_summary(
-    tracking: dict[str, str],
+    tracking: SearchTracking,
     rows: list[dict[str, Any]],
     points: list[TrialPoint],
     front: list[TrialPoint],
@@ -241,7 +243,7 @@ def _log_summary(
     import mlflow
     import yaml
 
-    uri, parent = tracking["uri"], tracking["parent_run_id"]
+    uri, parent = tracking.uri, tracking.parent_run_id
     for r in rows:
         logger = mlflow_logging.TrialLogger(tracking, r["trial_id"], r["trial_name"])
         final = {"final_best_val_metric": r["best"], "epochs_run": r["epochs"]}

@@ -91,3 +91,25 @@ def default_storage_root(project_dir: Path) -> str:
 
 def storage_root(search: SearchConfig, project_dir: Path) -> str:
     return search.storage_path or default_storage_root(project_dir)
+
+
+@dataclass(frozen=True)
+class SearchTracking:
+    """The MLflow parent run of a search; trial processes log their child runs under it."""
+
+    uri: str
+    experiment_id: str
+    parent_run_id: str
+    search_name: str
+
+
+@dataclass(frozen=True)
+class TrialSetup:
+    """What every trial process needs besides its sampled values (sent once by Ray)."""
+
+    base: str  # the base ExperimentConfig as JSON
+    specs: dict[str, dict[str, Any]]  # sampled key -> ParamSpec as a dict
+    data_dir: str  # the prepared data set, an absolute path
+    tracking: SearchTracking | None  # None: the search is not tracked
+    latency: bool  # measure latency as a cost metric
+    storage: str  # where a multi-worker trial's Ray Train run keeps its checkpoints

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import ray.tune
 
+from tune.search_config import TrialSetup
 from tune.space import ParamSpec, resolve_config
 from tune.trial import model_cost, train_in_process, trial_device
 from unet_core.engine import CHECKPOINT_FILE, load_checkpoint
@@ -22,27 +23,21 @@ if TYPE_CHECKING:
     from tune.mlflow_logging import TrialLogger
 
 
-def train_trial(config: dict[str, Any], setup: dict[str, Any]) -> None:
-    """Tune function trainable. `config` holds the sampled dotted keys.
-
-    Args:
-        setup: {"base": ExperimentConfig JSON, "specs": {key: ParamSpec dict},
-            "data_dir": absolute path, "tracking": {...} or None, "latency": bool,
-            "storage": trial storage for multi-worker runs}.
-    """
-    base = ExperimentConfig.model_validate_json(setup["base"])
-    specs = {k: ParamSpec.model_validate(v) for k, v in setup["specs"].items()}
+def train_trial(config: dict[str, Any], setup: TrialSetup) -> None:
+    """Tune function trainable. `config` holds the sampled dotted keys."""
+    base = ExperimentConfig.model_validate_json(setup.base)
+    specs = {k: ParamSpec.model_validate(v) for k, v in setup.specs.items()}
     cfg = resolve_config(base, config, specs)
-    data_dir = Path(setup["data_dir"])
+    data_dir = Path(setup.data_dir)
     ctx = ray.tune.get_context()
     logger = None
-    if setup.get("tracking"):
+    if setup.tracking is not None:
         # Imported here: mlflow costs every trial process ~0.5 s of start-up, untracked too.
         from tune.mlflow_logging import TrialLogger
 
-        logger = TrialLogger(setup["tracking"], ctx.get_trial_id(), ctx.get_trial_name())
+        logger = TrialLogger(setup.tracking, ctx.get_trial_id(), ctx.get_trial_name())
         logger.log_params({**flatten(cfg), **{f"sampled.{k}": v for k, v in config.items()}})
-    costs = model_cost(cfg, data_dir, latency=setup.get("latency", False))
+    costs = model_cost(cfg, data_dir, latency=setup.latency)
     if cfg.scaling.num_workers > 1:
         _fit_multi_worker(cfg, data_dir, costs, setup, ctx.get_trial_id(), logger)
     else:
@@ -73,7 +68,7 @@ def _fit_multi_worker(
     cfg: ExperimentConfig,
     data_dir: Path,
     costs: dict[str, float],
-    setup: dict[str, Any],
+    setup: TrialSetup,
     trial_id: str,
     logger: TrialLogger | None,
 ) -> None:
@@ -83,12 +78,12 @@ def _fit_multi_worker(
     from unetflow.ray_train import torch_trainer
 
     tracking = None
-    if logger is not None:
-        tracking = {"uri": setup["tracking"]["uri"], "run_id": logger.run_id}
+    if logger is not None and setup.tracking is not None:
+        tracking = {"uri": setup.tracking.uri, "run_id": logger.run_id}
     run_config = RunConfig(
         # The same name on a restarted trial resumes the Ray Train run's checkpoint.
         name=f"train-{trial_id}",
-        storage_path=setup["storage"],
+        storage_path=setup.storage,
         checkpoint_config=CheckpointConfig(num_to_keep=1),
         callbacks=[_report_callback(costs)],
     )

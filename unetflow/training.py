@@ -27,7 +27,7 @@ from unet_core.package import load_package, save_package
 from unetflow import datasets, evaluation, plots, tracking
 from unetflow.builders import inference_spec, make_accumulator
 from unetflow.config import ExperimentConfig, flatten
-from unetflow.ray_train import fit_with_ray
+from unetflow.ray_train import RayTrainOutcome, fit_with_ray
 
 PER_IMAGE_ARTIFACT = "evaluation/test_per_image.json"
 GRID_IMAGES = 8  # validation images in the prediction grid
@@ -125,40 +125,14 @@ def train_and_register(
     mlflow.set_tracking_uri(tracking.tracking_uri(project_dir))
     experiment_id = tracking.ensure_experiment(cfg.tracking.experiment, project_dir)
     name, storage = run_name(cfg, data_version), storage_path(cfg, project_dir)
-    tags = tracking.lineage_tags(
-        {
-            **lineage,
-            **tracking.git_state(project_dir),
-            "data_version": data_version,
-            "ray_run_name": name,
-            "ray_storage_path": storage,
-        }
-    )
+    tags = _lineage_tags(project_dir, lineage, data_version, name, storage)
     with tracking.tracked_run(
         experiment_id=experiment_id, run_name=name, tags=tags, log_system_metrics=True
     ) as run:
-        mlflow.log_params(tracking.redact_all(flatten(cfg)))
-        config_yaml = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
-        mlflow.log_text(tracking.redact(config_yaml), tracking.CONFIG_ARTIFACT)
-        outcome = fit_with_ray(
-            cfg,
-            data_dir,
-            name,
-            storage,
-            tracking={"uri": mlflow.get_tracking_uri(), "run_id": run.info.run_id},
-        )
-        with outcome.best_checkpoint.as_directory() as ckpt_dir:
-            weights = load_checkpoint(Path(ckpt_dir) / CHECKPOINT_FILE)["model"]
-        with tempfile.TemporaryDirectory() as tmp:
-            package = _package(cfg, weights, data_dir, Path(tmp))
-            test = evaluate_test(cfg, weights, package, data_dir)
-            test_metrics = test.metrics
-            mlflow.log_metrics(test_metrics)
-            mlflow.log_metric("best_epoch", float(outcome.best_metrics.get("epoch", -1)))
-            _log_artifacts(cfg, package, data_dir, run.info.run_id, Path(tmp), test.prediction)
-            model_uri = tracking.log_model(
-                package, test.example, cfg.model.in_channels, cfg.model.spatial_dims
-            )
+        _log_config(cfg)
+        target = {"uri": mlflow.get_tracking_uri(), "run_id": run.info.run_id}
+        outcome = fit_with_ray(cfg, data_dir, name, storage, tracking=target)
+        model_uri, test_metrics = _evaluate_and_log_model(cfg, outcome, data_dir, run.info.run_id)
         dice = test_metrics.get("test_dice", float("nan"))
         reg = tracking.register(
             model_uri,
@@ -182,6 +156,51 @@ def train_and_register(
         storage_path=tracking.redact(storage),
         lineage=tags,
     )
+
+
+def _lineage_tags(
+    project_dir: Path,
+    lineage: dict[str, str | None],
+    data_version: str,
+    ray_run_name: str,
+    ray_storage: str,
+) -> dict[str, str]:
+    """Where the run came from: code (git), data, orchestration and Ray storage."""
+    return tracking.lineage_tags(
+        {
+            **lineage,
+            **tracking.git_state(project_dir),
+            "data_version": data_version,
+            "ray_run_name": ray_run_name,
+            "ray_storage_path": ray_storage,
+        }
+    )
+
+
+def _log_config(cfg: ExperimentConfig) -> None:
+    """The whole config as params (flattened) and as the YAML that reproduces the run."""
+    mlflow.log_params(tracking.redact_all(flatten(cfg)))
+    config_yaml = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    mlflow.log_text(tracking.redact(config_yaml), tracking.CONFIG_ARTIFACT)
+
+
+def _evaluate_and_log_model(
+    cfg: ExperimentConfig, outcome: RayTrainOutcome, data_dir: Path, run_id: str
+) -> tuple[str, dict[str, float]]:
+    """Package the best checkpoint, score it on the test split as it is served, log the
+    metrics, plots and the pyfunc model; returns the model URI and the test metrics."""
+    with outcome.best_checkpoint.as_directory() as ckpt_dir:
+        weights = load_checkpoint(Path(ckpt_dir) / CHECKPOINT_FILE)["model"]
+    with tempfile.TemporaryDirectory() as tmp:
+        package = _package(cfg, weights, data_dir, Path(tmp))
+        test = evaluate_test(cfg, weights, package, data_dir)
+        mlflow.log_metrics(test.metrics)
+        mlflow.log_metric("best_epoch", float(outcome.best_metrics.get("epoch", -1)))
+        _log_artifacts(cfg, package, data_dir, run_id, Path(tmp), test.prediction)
+        model_uri = tracking.log_model(
+            package, test.example, cfg.model.in_channels, cfg.model.spatial_dims
+        )
+    return model_uri, test.metrics
 
 
 def _version_description(cfg: ExperimentConfig, data_version: str, dice: float) -> str:

@@ -43,8 +43,9 @@ def test_multi_objective_optuna_and_refusals(tmp_path: Path) -> None:
         SearchConfig(space="n", search_alg="optuna", cost="params"), space
     )
     assert searcher.metric == ["val_dice", "params"]
-    with pytest.raises(UsageError, match="single-objective"):
+    with pytest.raises(UsageError, match="single-objective") as refused:
         algorithms.build(SearchConfig(space="n", search_alg="hyperopt", cost="flops"), space)
+    assert _named_flags(str(refused.value)) <= _tune_flags()  # every flag it names exists
     grid = tmp_path / "g.yaml"
     grid.write_text(yaml.safe_dump({"params": {"model.depth": {"grid": [2, 3]}}}))
     with pytest.raises(UsageError, match="needs a continuous parameter"):
@@ -75,3 +76,17 @@ def test_pareto_front_and_choice() -> None:
         choose(front, max_cost=50)
     table = front_table(pts, front, "params")
     assert table["on_front"] == [True, False, True, True] and table["k"][-1] == "x"
+
+
+def _named_flags(message: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"--[a-z][a-z-]*", message))
+
+
+def _tune_flags() -> set[str]:
+    from unetflow_cli.main import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["tune"]
+    return {opt for action in sub._actions for opt in action.option_strings}
