@@ -126,7 +126,7 @@ class Stack:
                 ServiceStatus(
                     service.name,
                     running and service.healthy(),
-                    service.url(),
+                    service.url() if running else "-",
                     process.pid if running else None,
                 )
             )
