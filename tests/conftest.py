@@ -40,25 +40,26 @@ def project_dir(tmp_path: Path) -> Path:
     return root
 
 
+def make_raw_folder(root: Path, n: int = 8) -> Path:
+    """`<root>/raw` with `n` 32x32 PNG images/ + masks/ (0/255) pairs; returns it."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for sub in ("images", "masks"):
+        (root / "raw" / sub).mkdir(parents=True)
+    for i in range(n):
+        mask = rng.random((32, 32)) > 0.7
+        image = (mask * 150 + rng.integers(0, 80, (32, 32))).astype(np.uint8)
+        Image.fromarray(image).save(root / "raw" / "images" / f"s{i}.png")
+        Image.fromarray(mask.astype(np.uint8) * 255).save(root / "raw" / "masks" / f"s{i}.png")
+    return root / "raw"
+
+
 @pytest.fixture
 def raw_folder():
     """Builds `<root>/raw` with `n` 32x32 PNG images/ + masks/ (0/255) pairs; returns it."""
-
-    def build(root: Path, n: int = 8) -> Path:
-        import numpy as np
-        from PIL import Image
-
-        rng = np.random.default_rng(0)
-        for sub in ("images", "masks"):
-            (root / "raw" / sub).mkdir(parents=True)
-        for i in range(n):
-            mask = rng.random((32, 32)) > 0.7
-            image = (mask * 150 + rng.integers(0, 80, (32, 32))).astype(np.uint8)
-            Image.fromarray(image).save(root / "raw" / "images" / f"s{i}.png")
-            Image.fromarray(mask.astype(np.uint8) * 255).save(root / "raw" / "masks" / f"s{i}.png")
-        return root / "raw"
-
-    return build
+    return make_raw_folder
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,8 @@ def _require_server() -> None:
     if not os.environ.get("PREFECT_API_URL"):
         raise UsageError(
             "PREFECT_API_URL is not set: deployments live on a Prefect server; start one "
-            "(prefect server start) and export PREFECT_API_URL=http://127.0.0.1:4200/api"
+            "(unetflow stack up starts one and sets it; or prefect server start and "
+            "export PREFECT_API_URL=http://127.0.0.1:4200/api)"
         )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from unet_core.data import DataError
 from unetflow.config import ConfigError
@@ -21,6 +22,7 @@ COMMAND_MODULES = (
     "unetflow_cli.registry",
     "unetflow_cli.data",
     "unetflow_cli.tune",
+    "unetflow_cli.stack",
 )
 
 USER_ERRORS = (ConfigError, DataError, DvcError, UsageError, FileNotFoundError)
@@ -34,7 +36,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load_stack_env(argv: list[str]) -> None:
+    """Before anything reads the environment (Ray reads it at import): take the client
+    settings of a running `unetflow stack` from `<--project-dir>/.unetflow/stack/env`.
+    Variables already set win; the `stack` command itself sets up its own."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("command", nargs="?")
+    pre.add_argument("--project-dir", type=Path, default=Path("."))
+    known, _ = pre.parse_known_args(argv)
+    if known.command != "stack":
+        from unetflow_cli.stack import load_stack_env
+
+        load_stack_env(known.project_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    _load_stack_env(argv)
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

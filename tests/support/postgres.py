@@ -1,38 +1,25 @@
 """A throw-away PostgreSQL server (Debian's postgresql package) on 127.0.0.1.
 
-`initdb` refuses to run as root, so as root the data folder belongs to the `postgres`
-user and the server runs as that user; elsewhere it runs as the current user.
+Started with the stack's own helpers (`unetflow.stack.postgres`): as root the data folder
+belongs to the `postgres` user and the server runs as that user; elsewhere it runs as
+the current user. Trusted connections: nothing is kept.
 """
 
 from __future__ import annotations
 
-import glob
-import os
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from tests.support.net import free_port, port_open, wait_until
-
-
-def pg_bin(name: str) -> str:
-    """Path of a PostgreSQL server binary (PATH first, then /usr/lib/postgresql/*/bin)."""
-    found = shutil.which(name)
-    if found:
-        return found
-    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    if not candidates:
-        raise FileNotFoundError(
-            f"PostgreSQL's {name} not found; install it (Debian: apt-get install postgresql)"
-        )
-    return candidates[-1]
-
-
-def _as_owner(cmd: list[str]) -> list[str]:
-    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+from unetflow.stack.postgres import (
+    give_to_owner,
+    init_cluster,
+    start_cluster,
+    stop_cluster,
+)
 
 
 @contextmanager
@@ -42,28 +29,15 @@ def postgres_server() -> Iterator[str]:
     root = Path(tempfile.mkdtemp(prefix="unetflow-pg-"))
     root.chmod(0o755)
     data, log = root / "data", root / "server.log"
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
+    give_to_owner(root)
     port = free_port()
-    subprocess.run(
-        _as_owner([pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"]),
-        check=True,
-        capture_output=True,
-    )
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        _as_owner([pg_bin("pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "start"]),
-        check=True,
-        capture_output=True,
-    )
+    init_cluster(data)
+    start_cluster(data, port, log, extra_options="-c fsync=off")
     try:
         wait_until(lambda: port_open(port), "postgres", timeout=60, log=str(log))
         yield f"postgresql://postgres@127.0.0.1:{port}"
     finally:
-        subprocess.run(
-            _as_owner([pg_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-            capture_output=True,
-        )
+        stop_cluster(data, mode="immediate")
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.net import free_port, port_open, wait_until
+from unetflow.stack.ray import pids_naming, port_args
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -51,45 +52,6 @@ class RayCluster:
         }
 
 
-WORKER_PORTS = 41  # a small worker-port range per node: enough for a test's workers
-
-
-def _port_args(head: bool, taken: set[int]) -> list[str]:
-    """Free ports for every listener Ray opens, so parallel clusters never collide.
-
-    `taken` holds the ports already given to this cluster (both nodes, worker ranges
-    included) and gains this node's: Ray refuses to start when a listener's port falls
-    inside a worker-port range, and two free ports drawn apart can do just that.
-    """
-    low = _unused(taken, WORKER_PORTS)
-    taken.update(range(low, low + WORKER_PORTS))
-    names = [
-        "--node-manager-port",
-        "--object-manager-port",
-        "--metrics-export-port",
-        "--dashboard-agent-listen-port",
-        "--dashboard-agent-grpc-port",
-        "--runtime-env-agent-port",
-    ]
-    if head:
-        names += ["--ray-client-server-port", "--dashboard-port"]
-    args = []
-    for name in names:
-        port = _unused(taken)
-        taken.add(port)
-        args += [name, str(port)]
-    high = low + WORKER_PORTS - 1
-    return [*args, "--min-worker-port", str(low), "--max-worker-port", str(high)]
-
-
-def _unused(taken: set[int], span: int = 1) -> int:
-    """A free port `p` (free right now) with none of `p .. p+span-1` in `taken`."""
-    while True:
-        port = free_port()
-        if port + span <= 65536 and taken.isdisjoint(range(port, port + span)):
-            return port
-
-
 def _start_node(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
     with log.open("w") as out:
         return subprocess.Popen(
@@ -107,33 +69,17 @@ def _node_alive(log: Path, proc: subprocess.Popen) -> bool:
     return "--block" in log.read_text(errors="replace")  # printed once the node is up
 
 
-def _stray_pids(temp_dir: Path) -> list[int]:
-    """Processes whose command line names this cluster's temp folder (workers that left
-    the process group); only ours can name it."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if str(temp_dir).encode() in cmdline:
-            pids.append(int(entry.name))
-    return pids
-
-
 def _stop(procs: list[subprocess.Popen], temp_dir: Path) -> None:
     for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
         for proc in procs:
             with suppress(ProcessLookupError):
                 os.killpg(proc.pid, sig)
-        for pid in _stray_pids(temp_dir):
+        for pid in pids_naming(temp_dir):
             with suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline and (
-            any(p.poll() is None for p in procs) or _stray_pids(temp_dir)
+            any(p.poll() is None for p in procs) or pids_naming(temp_dir)
         ):
             time.sleep(0.25)
     for proc in procs:
@@ -191,7 +137,7 @@ def ray_cluster(
                     f"--resources={json.dumps(head_resources or {})}",
                     "--node-ip-address=127.0.0.1",
                     *common,
-                    *_port_args(head=True, taken=taken),
+                    *port_args(head=True, taken=taken),
                 ],
                 head_env,
                 head_log,
@@ -208,7 +154,7 @@ def ray_cluster(
                     f"--temp-dir={temp_dir / 'w'}",
                     f"--resources={json.dumps(worker_resources or {})}",
                     *common,
-                    *_port_args(head=False, taken=taken),
+                    *port_args(head=False, taken=taken),
                 ],
                 worker_env,
                 worker_log,

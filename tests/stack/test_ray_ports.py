@@ -1,10 +1,11 @@
-"""The test cluster's ports: no listener inside a worker-port range, none shared."""
+"""Ray listener ports (the stack's and the test cluster's): no listener inside a
+worker-port range, none shared."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.support import ray_cluster as rc
+from unetflow.stack import ray as rc
 
 
 def _ports(args: list[str]) -> tuple[list[int], range]:
@@ -19,8 +20,8 @@ def test_listeners_avoid_every_worker_range_of_the_cluster(monkeypatch: pytest.M
     draws = iter([5000, 5010, 5020, 7000, 5030, *range(7001, 7008), *range(8000, 8100)])
     monkeypatch.setattr(rc, "free_port", lambda: next(draws))
     taken = {6000}  # the GCS port
-    head, head_range = _ports(rc._port_args(head=True, taken=taken))
-    worker, worker_range = _ports(rc._port_args(head=False, taken=taken))
+    head, head_range = _ports(rc.port_args(head=True, taken=taken))
+    worker, worker_range = _ports(rc.port_args(head=False, taken=taken))
 
     listeners = [6000, *head, *worker]
     assert len(set(listeners)) == len(listeners)
