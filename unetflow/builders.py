@@ -12,28 +12,87 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from unet_core.augment import BatchAugmenter
-from unet_core.data import PreparedDataset
+from unet_core.data import DataError, PreparedDataset
+from unet_core.data.streaming import PatchStream
 from unet_core.engine import Schedule, Trainer, build_optimizer
 from unet_core.engine.loop import autocast_dtype
 from unet_core.engine.samplers import ShardSampler
+from unet_core.inference import sliding_window
 from unet_core.metrics import MetricAccumulator
 from unet_core.models import create_model
 from unetflow.config import ExperimentConfig
 
 
 def make_loaders(
-    cfg: ExperimentConfig, data_dir: Path, rank: int, world_size: int
+    cfg: ExperimentConfig,
+    data: str | Path,
+    rank: int,
+    world_size: int,
+    options: dict | None = None,
 ) -> tuple[DataLoader, DataLoader]:
-    """Train loader (shuffled, this rank's share) and validation loader (this rank's shard)."""
-    train_set = PreparedDataset(data_dir, "train")
-    val_set = PreparedDataset(data_dir, "val")
-    train_sampler = DistributedSampler(
-        train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.train.seed
+    """This rank's train loader and its shard of the validation cases.
+
+    `data` is a folder or URI that this process opens itself (a worker never relies on a
+    path that exists only on the driver). With `data.patch_size` the train loader
+    streams this rank's own patches (`PatchStream`) and validation runs one whole case
+    per batch; without it, whole images are shuffled as before.
+    """
+    common = {"num_workers": cfg.train.loader_workers}
+    val_set = PreparedDataset(data, "val", options=options)
+    val_sampler = ShardSampler(len(val_set), rank, world_size)
+    if cfg.data.patch_size is None:
+        train_set = PreparedDataset(data, "train", options=options)
+        if not train_set.manifest.uniform_shape:
+            raise DataError(
+                train_set.store.root,
+                "cases differ in shape, so whole images cannot be batched; "
+                "set data.patch_size to train on patches",
+            )
+        train_sampler = DistributedSampler(
+            train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.train.seed
+        )
+        batch = {"batch_size": cfg.train.batch_size, **common}
+        train = DataLoader(train_set, sampler=train_sampler, drop_last=False, **batch)
+        return train, DataLoader(val_set, sampler=val_sampler, **batch)
+    stream = patch_stream(cfg, data, rank, world_size, options)
+    train = DataLoader(stream, batch_size=cfg.train.batch_size, **common)
+    return train, DataLoader(val_set, sampler=val_sampler, batch_size=1, **common)
+
+
+def patch_stream(
+    cfg: ExperimentConfig, data: str | Path, rank: int, world_size: int, options: dict | None
+) -> PatchStream:
+    """This rank's patches: `steps_per_epoch` batches, or about one patch per train case
+    per epoch over all ranks when unset."""
+    stream = PatchStream(
+        str(data),
+        "train",
+        cfg.data.patch_size,
+        samples=1,
+        foreground_fraction=cfg.data.foreground_fraction,
+        seed=cfg.train.seed,
+        rank=rank,
+        world_size=world_size,
+        cache_mb=cfg.data.cache_mb,
+        options=options,
     )
-    common = {"batch_size": cfg.train.batch_size, "num_workers": cfg.train.loader_workers}
-    train = DataLoader(train_set, sampler=train_sampler, drop_last=False, **common)
-    val = DataLoader(val_set, sampler=ShardSampler(len(val_set), rank, world_size), **common)
-    return train, val
+    steps = cfg.train.steps_per_epoch
+    per_rank = -(-len(stream.cases) // world_size)
+    stream.samples = steps * cfg.train.batch_size if steps else max(per_rank, 1)
+    return stream
+
+
+def sliding_window_infer(patch: tuple[int, ...]):
+    """Validation logits of whole cases, tiled with the training patch size.
+
+    Runs the wrapped module, not the DDP wrapper: ranks hold different numbers of
+    validation cases, and no collective may depend on how many each one has.
+    """
+
+    def infer(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+        return sliding_window(getattr(model, "module", model), images, patch)
+
+    return infer
 
 
 def make_accumulator(cfg: ExperimentConfig, threshold: float = 0.5) -> MetricAccumulator:
@@ -49,17 +108,23 @@ def build_loss(cfg: ExperimentConfig) -> torch.nn.Module:
 
 def build_trainer(
     cfg: ExperimentConfig,
-    data_dir: Path,
+    data_dir: str | Path,
     device: torch.device,
     rank: int = 0,
     world_size: int = 1,
+    options: dict | None = None,
 ) -> Trainer:
-    """Model, optimizer, schedule, loss, metrics, loaders and augmentation for one rank."""
+    """Model, optimizer, schedule, loss, metrics, loaders and augmentation for one rank.
+
+    Args:
+        data_dir: the prepared data set, a folder or URI (``s3://bucket/prefix``).
+        options: fsspec storage options for a URI (None: endpoint from the environment).
+    """
     torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
     model = create_model(cfg.model).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    train_loader, val_loader = make_loaders(cfg, data_dir, rank, world_size)
+    train_loader, val_loader = make_loaders(cfg, data_dir, rank, world_size, options)
     optimizer = build_optimizer(model, cfg.optim)
     steps = -(-len(train_loader) // cfg.train.accumulate_steps)
     schedule = Schedule(optimizer, cfg.scheduler, steps, cfg.train.epochs)
@@ -78,4 +143,5 @@ def build_trainer(
         scaler=torch.amp.GradScaler(device.type) if fp16 else None,
         augment=BatchAugmenter(cfg.data.augment, cfg.model.spatial_dims),
         generator=generator,
+        infer=sliding_window_infer(cfg.data.patch_size) if cfg.data.patch_size else None,
     )

@@ -1,10 +1,12 @@
-"""Training data as the config names it: a prepared folder, or raw `images/` + `masks/`.
+"""Training data as the config names it: a prepared set (folder or URI), or raw pairs.
 
-`data.path` may point at a prepared data set (manifest.json + shards, what DVC's
-`prepare` stage writes) or at a plain folder of image/mask pairs. A plain folder is
-prepared on the fly into `<project>/.unetflow/prepared/<hash>`, where the hash covers
+`data.path` may point at a prepared data set (manifest.json + cases/, what DVC's
+`prepare` stage writes), the same in object storage (`s3://bucket/prefix`), or a plain
+folder of image/mask pairs. A plain folder is prepared on the fly, case by case in
+parallel processes, into `<project>/.unetflow/prepared/<hash>`, where the hash covers
 the files' bytes and the preparation settings: an unchanged folder is prepared once,
 and any edit to it yields a new prepared set (and a new data version, so a new run).
+Cases may differ in shape; NIfTI spacing and affine are kept.
 """
 
 from __future__ import annotations
@@ -15,17 +17,18 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from unet_core.data import DataError, load_pair, scan_folder, split_indices, write_prepared
+from unet_core.data import DataError, read_manifest, scan_folder, split_indices, write_manifest
 from unet_core.data.prepared import MANIFEST
+from unet_core.data.store import is_remote
+from unetflow.prepare_cases import FileJob, default_workers, run_jobs
 
 # The split used for folder data sets; the same defaults as the DVC prepare stage.
 FOLDER_SPLIT = (0.7, 0.15, 0.15)
 FOLDER_SPLIT_SEED = 42
 PREPARED_ROOT = Path(".unetflow") / "prepared"
-_FORMAT = "folder-v1"  # bump when the preparation below changes what it writes
+_FORMAT = "folder-v2"  # bump when the preparation below changes what it writes
 FOLDER_VERSION = "folder-"  # data version of a raw folder: this prefix + its content hash
+MANIFEST_VERSION = "manifest-"  # data version of a prepared URI: this prefix + manifest hash
 
 
 def is_raw_folder(path: Path) -> bool:
@@ -49,25 +52,24 @@ def folder_hash(root: Path, spatial_dims: int, in_channels: int) -> str:
     return digest.hexdigest()[:16]
 
 
-def prepare_folder(root: Path, out: Path, spatial_dims: int, in_channels: int) -> None:
-    """Read, check, split and write `root` as shards at `out` (atomically)."""
+def prepare_folder(
+    root: Path, out: Path, spatial_dims: int, in_channels: int, workers: int | None = None
+) -> None:
+    """Check, split and write `root` case by case at `out` (atomically)."""
     samples = scan_folder(root, spatial_dims)
     if len(samples) < 3:
         raise DataError(root / "images", f"has {len(samples)} image(s); need at least 3 to split")
-    pairs = [load_pair(s, spatial_dims, in_channels) for s in samples]
-    shapes = sorted({p[0].shape for p in pairs})
-    if len(shapes) > 1:
-        raise DataError(
-            root / "images",
-            f"images have different shapes {shapes[:3]}; resample them to one shape first",
-        )
-    images, masks = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
     idx = split_indices(len(samples), FOLDER_SPLIT, seed=FOLDER_SPLIT_SEED)
-    splits = {k: (images[i], masks[i], [samples[j].stem for j in i]) for k, i in idx.items()}
+    jobs = [
+        FileJob(samples[i].stem, name, samples[i], spatial_dims, in_channels)
+        for name, rows in idx.items()
+        for i in rows.tolist()
+    ]
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out.parent))
     try:
-        write_prepared(staging, splits, meta={"source": "folder", "folder": str(root)})
+        cases = run_jobs(jobs, str(staging), workers or default_workers())
+        write_manifest(staging, cases, meta={"source": "folder", "folder": str(root)})
         try:
             staging.rename(out)  # nothing half-written ever appears at `out`
         except OSError:
@@ -81,17 +83,22 @@ def prepare_folder(root: Path, out: Path, spatial_dims: int, in_channels: int) -
 
 def resolve_data(
     project_dir: Path, data_path: str, spatial_dims: int, in_channels: int
-) -> tuple[Path, str | None]:
-    """The prepared data folder for `data.path`, and the data version if it was prepared here.
+) -> tuple[Path | str, str | None]:
+    """The prepared data set for `data.path`, and its data version when known here.
 
     Returns:
-        `(prepared folder, None)` when `data.path` is already prepared (the caller's
-        data version stands), or `(prepared folder, "folder-<hash>")` for a raw folder.
+        `(prepared folder, None)` when `data.path` is a prepared folder (the caller's
+        data version stands), `(URI, "manifest-<hash>")` for a prepared set in object
+        storage (workers read it there), or `(prepared folder, "folder-<hash>")` for a
+        raw folder.
 
     Raises:
         DataError: `data.path` is neither prepared nor an `images/` + `masks/` folder,
             or its files are unreadable or inconsistent.
     """
+    if is_remote(data_path):
+        manifest = read_manifest(data_path)  # fails here, with the URI, not in a worker
+        return data_path.rstrip("/"), f"{MANIFEST_VERSION}{manifest.version()[:16]}"
     path = (project_dir / data_path).resolve()
     if not is_raw_folder(path):
         if not (path / MANIFEST).exists() and path.is_dir() and any(path.iterdir()):

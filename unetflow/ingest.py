@@ -98,8 +98,8 @@ def write_raw(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def read_raw(raw: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Read a raw area written by `write_raw`, checking the arrays' sha256."""
+def check_raw(raw: Path) -> dict:
+    """`raw.json` of a raw area, after checking both arrays' sha256 (streamed, not loaded)."""
     try:
         info = json.loads((raw / RAW_META).read_text())
     except FileNotFoundError:
@@ -109,6 +109,12 @@ def read_raw(raw: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     for name, digest in info["sha256"].items():
         if sha256_file(raw / name) != digest:
             raise DataError(raw / name, "sha256 differs from raw.json; re-run `dvc repro ingest`")
+    return info
+
+
+def read_raw(raw: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Read a raw area written by `write_raw`, checking the arrays' sha256."""
+    info = check_raw(raw)
     images = np.load(raw / "images.npy", allow_pickle=False)
     masks = np.load(raw / "masks.npy", allow_pickle=False)
     return images, masks, list(info["stems"])

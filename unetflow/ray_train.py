@@ -19,7 +19,7 @@ import ray.train
 import ray.train.torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
-from unet_core.data import read_manifest
+from unet_core.data import read_manifest, store
 from unet_core.engine import (
     CHECKPOINT_FILE,
     EpochResult,
@@ -109,10 +109,13 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
-def checkpoint_extras(cfg: ExperimentConfig, data_dir: Path) -> dict[str, str]:
+def checkpoint_extras(
+    cfg: ExperimentConfig, data_dir: str | Path, options: dict | None = None
+) -> dict[str, str]:
     """The config and inference spec, so a checkpoint alone can predict (`unetflow predict`)."""
-    manifest = read_manifest(data_dir)
-    spec = InferenceSpec(mean=manifest.mean, std=manifest.std, mode=cfg.loss.mode)
+    manifest = read_manifest(data_dir, options)
+    patch = cfg.data.patch_size  # patch-trained models predict through a sliding window
+    spec = InferenceSpec(mean=manifest.mean, std=manifest.std, mode=cfg.loss.mode, patch=patch)
     return {"config": cfg.model_dump_json(), "inference": json.dumps(spec.__dict__)}
 
 
@@ -122,11 +125,13 @@ def train_worker(payload: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    data_dir = Path(payload["data_dir"])
-    trainer = build_trainer(cfg, data_dir, device, rank, world)
+    # A folder or URI that this worker opens itself; `data_options` names the endpoint
+    # only (credentials come from the worker's own environment).
+    data, options = payload["data_dir"], payload.get("data_options")
+    trainer = build_trainer(cfg, data, device, rank, world, options)
     trainer.model = ray.train.torch.prepare_model(trainer.model)
     trainer.hooks = _epoch_hook(
-        cfg, rank, payload.get("tracking"), checkpoint_extras(cfg, data_dir)
+        cfg, rank, payload.get("tracking"), checkpoint_extras(cfg, data, options)
     )
     resume = None
     checkpoint = ray.train.get_checkpoint()
@@ -140,7 +145,7 @@ def train_worker(payload: dict[str, Any]) -> None:
 
 def fit_with_ray(
     cfg: ExperimentConfig,
-    data_dir: Path,
+    data_dir: str | Path,
     run_name: str,
     storage_path: str,
     tracking: dict[str, str] | None = None,
@@ -148,6 +153,8 @@ def fit_with_ray(
     """Train `cfg` on a `TorchTrainer`; returns the best checkpoint and per-epoch history.
 
     Args:
+        data_dir: the prepared data set: a folder every node can read, or
+            ``s3://bucket/prefix`` (each worker streams its own patches from it).
         run_name: deterministic name; rerunning with it resumes from the latest checkpoint.
         tracking: {"uri", "run_id"} of the MLflow run that rank 0 logs epoch metrics to.
     """
@@ -162,7 +169,8 @@ def fit_with_ray(
         train_worker,
         train_loop_config={
             "config": cfg.model_dump_json(),
-            "data_dir": str(data_dir),
+            "data_dir": store.normalise(data_dir),
+            "data_options": store.default_options(data_dir),
             "tracking": tracking,
         },
         scaling_config=ScalingConfig(

@@ -75,7 +75,8 @@ def _evaluate(
 
 def _package(cfg: ExperimentConfig, weights: dict, data_dir: Path, out: Path) -> Path:
     manifest = read_manifest(data_dir)
-    spec = InferenceSpec(mean=manifest.mean, std=manifest.std, mode=cfg.loss.mode)
+    patch = cfg.data.patch_size  # patch-trained models predict through a sliding window
+    spec = InferenceSpec(mean=manifest.mean, std=manifest.std, mode=cfg.loss.mode, patch=patch)
     return save_package(out / "model.pt", weights, cfg.model, spec)
 
 
@@ -98,15 +99,15 @@ def evaluate_test(
     predictions, so their metrics come from a plain forward pass (`evaluate_split`).
     """
     if cfg.loss.mode == "multilabel":
-        data = PreparedDataset(data_dir, "test")  # holds raw images; normalises per item
-        example = np.asarray(data.images[:1], dtype=np.float32)
+        data = PreparedDataset(data_dir, "test")  # reads case by case; normalises per item
+        example = data.raw(0)[0][None]
         return SplitEvaluation(_evaluate(cfg, weights, data, prefix="test_"), None, example)
     model, _, spec = load_package(package)
     acc = make_accumulator(cfg, threshold=spec.threshold)
     prediction = evaluation.predict_split(model, spec, data_dir, "test", accumulator=acc)
     metrics = {f"test_{k}": v for k, v in acc.compute().items()}
     # Raw intensities, as a user would send them: the pyfunc model normalises itself.
-    return SplitEvaluation(metrics, prediction, prediction.images[:1])
+    return SplitEvaluation(metrics, prediction, prediction.images[0][None])
 
 
 def train_and_register(
