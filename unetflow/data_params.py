@@ -63,6 +63,16 @@ class SplitParams(_Frozen):
 
 
 class DataParams(_Frozen):
+    @model_validator(mode="before")
+    @classmethod
+    def _no_shards(cls, raw: object) -> object:
+        if isinstance(raw, dict) and "shard_size" in raw:
+            raise ValueError(
+                "shard_size belongs to the old shard format; delete it (cases are now "
+                "chunked arrays: see data.chunks) and re-run `unetflow data prepare`"
+            )
+        return raw
+
     source: Literal["synthetic", "folder"] = "synthetic"
     folder: str | None = None  # a local folder or an s3://bucket/prefix
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -152,6 +153,15 @@ def read_manifest(root: st.Location, options: st.StorageOptions = None) -> Manif
         raise DataError(
             path, f"invalid manifest: {'.'.join(map(str, first['loc']))}: {first['msg']}"
         ) from err
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a local file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def content_sha256(image: np.ndarray, mask: np.ndarray) -> str:
