@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from unet_core.augment import BatchAugmenter
-from unet_core.data import DataError, PreparedDataset
+from unet_core.data import DataError, PreparedDataset, read_manifest
 from unet_core.data.streaming import PatchStream
 from unet_core.engine import Schedule, Trainer, build_optimizer
 from unet_core.engine.loop import autocast_dtype
@@ -21,6 +21,37 @@ from unet_core.inference import sliding_window
 from unet_core.metrics import MetricAccumulator
 from unet_core.models import create_model
 from unetflow.config import ExperimentConfig
+
+
+def check_data(cfg: ExperimentConfig, data: str | Path, options: dict | None = None) -> None:
+    """Refuse data that does not fit the config, on the driver, before any worker starts.
+
+    Raises:
+        DataError: dimensions or channels differ from the model's, no train cases, or
+            cases of different shapes without `data.patch_size`.
+    """
+    manifest = read_manifest(data, options)
+    where = f"{data} (data.path)"
+    if manifest.spatial_dims != cfg.model.spatial_dims:
+        raise DataError(
+            where,
+            f"holds {manifest.spatial_dims}D cases but model.spatial_dims is "
+            f"{cfg.model.spatial_dims}; make them agree",
+        )
+    if manifest.in_channels != cfg.model.in_channels:
+        raise DataError(
+            where,
+            f"images have {manifest.in_channels} channel(s) but model.in_channels is "
+            f"{cfg.model.in_channels}; set model.in_channels: {manifest.in_channels}",
+        )
+    if manifest.count("train") == 0:
+        raise DataError(where, "has no train cases; re-prepare it with a train split")
+    if cfg.data.patch_size is None and not manifest.uniform_shape:
+        raise DataError(
+            where,
+            "cases differ in shape, so whole images cannot be batched; "
+            "set data.patch_size to train on patches",
+        )
 
 
 def make_loaders(
@@ -38,10 +69,10 @@ def make_loaders(
     per batch; without it, whole images are shuffled as before.
     """
     common = {"num_workers": cfg.train.loader_workers}
-    val_set = PreparedDataset(data, "val", options=options)
+    val_set = PreparedDataset(data, "val", options=options, cache_mb=cfg.data.cache_mb / 2)
     val_sampler = ShardSampler(len(val_set), rank, world_size)
     if cfg.data.patch_size is None:
-        train_set = PreparedDataset(data, "train", options=options)
+        train_set = PreparedDataset(data, "train", options=options, cache_mb=cfg.data.cache_mb)
         if not train_set.manifest.uniform_shape:
             raise DataError(
                 train_set.store.root,

@@ -29,7 +29,7 @@ from unet_core.engine import (
     save_checkpoint,
 )
 from unet_core.package import InferenceSpec
-from unetflow.builders import build_trainer
+from unetflow.builders import build_trainer, check_data
 from unetflow.config import ExperimentConfig
 from unetflow.storage import ray_storage
 
@@ -159,6 +159,7 @@ def fit_with_ray(
         tracking: {"uri", "run_id"} of the MLflow run that rank 0 logs epoch metrics to.
     """
     scaling = cfg.scaling
+    check_data(cfg, data_dir)  # bad data fails here, before any worker starts
     ensure_ray(num_cpus=None if os.environ.get("RAY_ADDRESS") else max(2, os.cpu_count() or 2))
     resources = {"CPU": scaling.cpus_per_worker, **scaling.resources_per_worker}
     if scaling.use_gpu:

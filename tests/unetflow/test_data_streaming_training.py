@@ -17,7 +17,7 @@ import torch
 from tests.support.s3 import s3_server
 from unet_core.data import DataError, read_manifest
 from unet_core.engine import fit
-from unetflow.builders import build_trainer, make_loaders
+from unetflow.builders import build_trainer, check_data, make_loaders
 from unetflow.config import parse_config
 from unetflow.datasets import resolve_data
 
@@ -74,9 +74,15 @@ def test_3d_nifti_of_mixed_shapes_prepares_and_trains(tmp_path: Path) -> None:
     assert np.isfinite(metrics["train_loss"]) and 0.0 <= metrics["val_dice"] <= 1.0
     assert len(trainer.train_loader) == 3  # steps_per_epoch batches
 
+    # Refused on the driver, before any Ray worker would start, with the fix named.
     whole = parse_config({"model": {"preset": "unet", "spatial_dims": 3}})
     with pytest.raises(DataError, match=r"set data\.patch_size"):
+        check_data(whole, data_dir)
+    with pytest.raises(DataError, match=r"set data\.patch_size"):
         make_loaders(whole, data_dir, rank=0, world_size=1)
+    with pytest.raises(DataError, match=r"3D cases but model\.spatial_dims is 2"):
+        check_data(parse_config({}), data_dir)
+    check_data(_cfg_3d(), data_dir)
 
 
 def _upload(folder: Path, s3, bucket: str, prefix: str) -> str:

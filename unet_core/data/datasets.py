@@ -16,6 +16,7 @@ from torch.utils.data import Dataset
 
 from unet_core.data.folder import load_pair, scan_folder
 from unet_core.data.prepared import PreparedStore, normalize
+from unet_core.data.streaming import CaseCache
 
 Item = tuple[torch.Tensor, torch.Tensor]
 
@@ -29,6 +30,8 @@ class PreparedDataset(Dataset[Item]):
         normalize: subtract the train mean and divide by the train std, per channel.
         verify: check each case's content hash as it is read (raises `DataError`).
         options: fsspec storage options for a URI (None: endpoint from the environment).
+        cache_mb: keep recently read cases decoded, up to this many MB (`CaseCache`);
+            0 reads every item from storage.
     """
 
     def __init__(
@@ -38,8 +41,10 @@ class PreparedDataset(Dataset[Item]):
         normalize: bool = True,
         verify: bool = False,
         options: dict | None = None,
+        cache_mb: float = 0,
     ) -> None:
         self.store = PreparedStore(root, options)
+        self.cache = CaseCache(self.store, int(cache_mb * 2**20)) if cache_mb else None
         self.manifest = self.store.manifest
         self.stems = self.manifest.stems(split)
         self.normalize = normalize
@@ -53,8 +58,13 @@ class PreparedDataset(Dataset[Item]):
 
     def raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """``(image [C, *spatial] float32, not normalised, mask uint8 [*spatial])``."""
-        image, mask = self.store.load_case(self.stems[index])
-        return image.astype(np.float32, copy=False), mask
+        stem = self.stems[index]
+        if self.cache is not None:
+            whole = (slice(None),) * self.manifest.spatial_dims
+            image, mask = self.cache.read(self.store.case(stem), whole)
+        else:
+            image, mask = self.store.load_case(stem)
+        return image.astype(np.float32), mask  # a copy: callers may not alter the cache
 
     def __getitem__(self, index: int) -> Item:
         image, mask = self.raw(index)

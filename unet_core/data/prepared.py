@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from unet_core.data.errors import DataError
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 2
 CASES = "cases"
+OPEN_HANDLES = 1024  # array handles a store keeps open (metadata only, no voxels)
 REPREPARE = "re-prepare it with `unetflow data prepare` (or `dvc repro prepare`)"
 
 
@@ -187,17 +189,40 @@ class PreparedStore:
         self.root = st.normalise(root)
         self.options = st.resolve_options(self.root, options)
         self.manifest = read_manifest(self.root, self.options)
+        self._cases = {case.stem: case for case in self.manifest.cases}
+        self._handles: OrderedDict[tuple[str, str], Any] = OrderedDict()
+
+    def __getstate__(self) -> dict:
+        # Array handles hold event-loop state: each process opens its own.
+        return {**self.__dict__, "_handles": OrderedDict()}
 
     def _open(self, stem: str, name: str) -> Any:
+        # Opening reads the array's metadata (a request on S3, ~10 ms locally): keep the
+        # most recent handles, not the data, so a case's chunks cost one request each.
+        key = (stem, name)
+        if key in self._handles:
+            self._handles.move_to_end(key)
+            return self._handles[key]
         import zarr
 
         where = st.join(case_dir(self.root, stem), name)
         try:
             if self.options is None:
-                return zarr.open_array(store=where, mode="r")
-            return zarr.open_array(store=where, mode="r", storage_options=self.options)
+                handle = zarr.open_array(store=where, mode="r")
+            else:
+                handle = zarr.open_array(store=where, mode="r", storage_options=self.options)
         except Exception as err:  # missing or unreadable metadata: name the array
             raise DataError(where, f"cannot open array ({type(err).__name__}: {err})") from err
+        self._handles[key] = handle
+        if len(self._handles) > OPEN_HANDLES:
+            self._handles.popitem(last=False)
+        return handle
+
+    def case(self, stem: str) -> Case:
+        """The manifest record of ``stem`` (constant time)."""
+        if stem not in self._cases:
+            raise KeyError(f"no case {stem!r} in {self.root}")
+        return self._cases[stem]
 
     def image(self, stem: str) -> Any:
         """The zarr array ``[C, *spatial]`` of a case (native dtype)."""
@@ -223,7 +248,7 @@ class PreparedStore:
         """A whole case; with ``verify`` its content hash is checked against the manifest."""
         image, mask = self.read(stem)
         if verify:
-            expected = self.manifest.case(stem).sha256
+            expected = self.case(stem).sha256
             if content_sha256(image, mask) != expected:
                 raise DataError(
                     case_dir(self.root, stem),

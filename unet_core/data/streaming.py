@@ -109,7 +109,7 @@ class PatchStream(IterableDataset[Item]):
         if not 0.0 <= foreground_fraction <= 1.0:
             raise ValueError(f"foreground_fraction must be in [0, 1], got {foreground_fraction}")
         self.store = PreparedStore(root, options)
-        self.cases = [self.store.manifest.case(s) for s in self.store.manifest.stems(split)]
+        self.cases = [self.store.case(s) for s in self.store.manifest.stems(split)]
         if not self.cases:
             raise ValueError(f"split {split!r} of {self.store.root} has no cases to draw from")
         if len(patch_size) != self.store.manifest.spatial_dims or min(patch_size) < 1:
