@@ -141,8 +141,8 @@ def main() -> None:
         rows.append(
             (
                 "loader, local disk",
-                f"{local:.0f} patches/s",
-                f"{local / (steps_s * batch):.0f}x the step rate",
+                f"{local:.1f} patches/s",
+                f"{local / (steps_s * batch):.1f}x the step rate",
             )
         )
         with s3_server() as s3:
@@ -152,8 +152,8 @@ def main() -> None:
         rows.append(
             (
                 "loader, S3 endpoint (moto, 127.0.0.1)",
-                f"{remote:.0f} patches/s",
-                f"{remote / (steps_s * batch):.0f}x the step rate",
+                f"{remote:.1f} patches/s",
+                f"{remote / (steps_s * batch):.1f}x the step rate",
             )
         )
         for scale in (1, 4):
@@ -181,7 +181,9 @@ def main() -> None:
     print(table)
     out = ROOT / "bench" / "results" / "data_cpu.md"
     header = f"# Data at scale (CPU, {os.cpu_count()} cores, `bench/bench_data.py{' --quick' if args.quick else ''}`)\n\n"
-    out.write_text(header + table + "\n")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    note = f"Load average at the end: {load} (a shared machine: compare rows, not runs).\n\n"
+    out.write_text(header + note + table + "\n")
 
 
 if __name__ == "__main__":
