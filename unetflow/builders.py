@@ -95,11 +95,12 @@ def patch_stream(
 ) -> PatchStream:
     """This rank's patches: `steps_per_epoch` batches, or about one patch per train case
     per epoch over all ranks when unset."""
-    stream = PatchStream(
+    steps = cfg.train.steps_per_epoch
+    return PatchStream(
         str(data),
         "train",
         cfg.data.patch_size,
-        samples=1,
+        samples=steps * cfg.train.batch_size if steps else None,
         foreground_fraction=cfg.data.foreground_fraction,
         seed=cfg.train.seed,
         rank=rank,
@@ -107,10 +108,6 @@ def patch_stream(
         cache_mb=cfg.data.cache_mb,
         options=options,
     )
-    steps = cfg.train.steps_per_epoch
-    per_rank = -(-len(stream.cases) // world_size)
-    stream.samples = steps * cfg.train.batch_size if steps else max(per_rank, 1)
-    return stream
 
 
 def sliding_window_infer(patch: tuple[int, ...]):

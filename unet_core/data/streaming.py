@@ -85,7 +85,8 @@ class PatchStream(IterableDataset[Item]):
         root: prepared data set, folder or URI; each process opens it itself.
         split: usually ``"train"``.
         patch_size: ``(h, w)`` or ``(d, h, w)``.
-        samples: patches per epoch for this rank (split among DataLoader workers).
+        samples: patches per epoch for this rank (split among DataLoader workers);
+            None: one per case of the split over all ranks (rounded up).
         foreground_fraction: chance of a foreground-centred patch.
         seed: base seed; patches depend only on ``(seed, epoch, rank, worker)``.
         rank, world_size: this process's place among data-parallel ranks.
@@ -98,7 +99,7 @@ class PatchStream(IterableDataset[Item]):
         root: str,
         split: str,
         patch_size: Sequence[int],
-        samples: int,
+        samples: int | None = None,
         foreground_fraction: float = FOREGROUND_FRACTION,
         seed: int = 0,
         rank: int = 0,
@@ -118,7 +119,7 @@ class PatchStream(IterableDataset[Item]):
                 "positive sizes"
             )
         self.patch_size = tuple(int(p) for p in patch_size)
-        self.samples = samples
+        self.samples = samples if samples is not None else -(-len(self.cases) // world_size)
         self.foreground_fraction = foreground_fraction
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.cache_bytes = int(cache_mb * 2**20)

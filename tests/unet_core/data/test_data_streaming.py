@@ -100,3 +100,9 @@ def test_bad_arguments_fail_clearly(volumes: Path) -> None:
         PatchStream(str(volumes), "train", (8, 8, 8), samples=1, foreground_fraction=2)
     with pytest.raises(KeyError, match="train"):
         PatchStream(str(volumes), "val", (8, 8, 8), samples=1)
+
+
+def test_default_epoch_is_one_patch_per_case_over_all_ranks(volumes: Path) -> None:
+    ranks = [PatchStream(str(volumes), "train", (8, 8, 8), rank=r, world_size=2) for r in (0, 1)]
+    assert [len(s) for s in ranks] == [5, 5]  # 9 cases over 2 ranks, rounded up
+    assert len(list(ranks[0])) == 5
