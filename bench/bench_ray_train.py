@@ -138,7 +138,7 @@ def with_ray(cfg: ExperimentConfig, data_dir: Path, threads: int, epochs: int, w
 def setup(quick: bool, root: Path) -> tuple[ExperimentConfig, Path, int]:
     n, size, epochs = (48, 64, 6) if quick else (128, 128, 4)
     data = DataParams.model_validate(
-        {"synthetic": {"num_images": n, "shape": [size, size], "seed": 1}, "shard_size": 64}
+        {"synthetic": {"num_images": n, "shape": [size, size], "seed": 1}}
     )
     data_dir = root / "prepared"
     prepare(data, data_dir)

@@ -63,7 +63,6 @@ def prepare_data(root: Path, num_images: int) -> Path:
         "spatial_dims": 2,
         "synthetic": {"num_images": num_images, "shape": [32, 32], "seed": 3},
         "split": {"fractions": [0.6, 0.2, 0.2], "seed": 3},
-        "shard_size": 32,
     }
     out = root / f"prepared-{num_images}"
     prepare(DataParams.model_validate(params), out)

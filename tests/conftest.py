@@ -25,7 +25,6 @@ TINY_PARAMS = {
         "spatial_dims": 2,
         "synthetic": {"num_images": 40, "shape": [32, 32], "seed": 7},
         "split": {"fractions": [0.6, 0.2, 0.2], "seed": 7},
-        "shard_size": 16,
     }
 }
 
@@ -64,7 +63,7 @@ def raw_folder():
 
 @pytest.fixture(scope="session")
 def prepared_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny prepared data set (manifest + shards), shared by the session."""
+    """A tiny prepared data set (manifest + one zarr array per case), shared by the session."""
     from unetflow.data_params import DataParams
     from unetflow.prepare import prepare
 

@@ -15,7 +15,18 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = ("unet_core", "unetflow", "tune", "flows", "unetflow_cli")
 
 # unet_core is a plain PyTorch library: anyone can use it without the orchestration.
-UNET_CORE_THIRD_PARTY = {"torch", "numpy", "scipy", "pydantic", "PIL", "tifffile", "nibabel"}
+UNET_CORE_THIRD_PARTY = {
+    "torch",
+    "numpy",
+    "scipy",
+    "pydantic",
+    "PIL",
+    "tifffile",
+    "nibabel",
+    "zarr",
+    "fsspec",
+    "s3fs",
+}
 
 
 def _is_type_checking(node: ast.If) -> bool:

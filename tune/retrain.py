@@ -4,24 +4,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from tune.search_config import SearchResult
-from unet_core.data import load_split_with_stems, read_manifest, write_prepared
+from unet_core.data import PreparedStore, read_manifest, write_case, write_manifest
 
 
 def trainval_dataset(data_dir: Path, out_dir: Path) -> Path:
     """A prepared set whose `train` split is train+val; `val` and `test` are kept.
 
     `val` stays for monitoring only (it is now also trained on); the honest number is
-    the test split, which `train_and_register` reports.
+    the test split, which `train_and_register` reports. The train copy of a val case is
+    named `<stem>.trainval`, as stems are unique in a prepared set. Cases are copied one
+    at a time.
     """
-    manifest = read_manifest(data_dir)
-    splits = {name: load_split_with_stems(data_dir, name) for name in manifest.splits}
-    train, val = splits["train"], splits["val"]
-    splits["train"] = tuple(np.concatenate([a, b]) for a, b in zip(train, val, strict=True))
-    meta = {**manifest.meta, "derived": "train+val"}
-    write_prepared(out_dir, splits, meta=meta)
+    data = PreparedStore(data_dir)
+    cases = []
+    for case in data.manifest.cases:
+        image, mask = data.load_case(case.stem)
+        copies = [(case.stem, case.split)]
+        if case.split == "val":
+            copies.append((f"{case.stem}.trainval", "train"))
+        for stem, split in copies:
+            geometry = (case.spacing, case.affine, data.manifest.chunks)
+            cases.append(write_case(out_dir, stem, split, image, mask, *geometry))
+    meta = {**data.manifest.meta, "derived": "train+val"}
+    write_manifest(out_dir, cases, data.manifest.chunks, meta)
     return out_dir
 
 

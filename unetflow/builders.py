@@ -12,35 +12,124 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from unet_core.augment import BatchAugmenter
-from unet_core.data import Manifest, PreparedDataset
+from unet_core.data import DataError, Manifest, PreparedDataset, read_manifest
+from unet_core.data.streaming import PatchStream
 from unet_core.engine import Schedule, Trainer, build_optimizer
 from unet_core.engine.loop import autocast_dtype
 from unet_core.engine.samplers import ShardSampler
+from unet_core.inference import sliding_window
 from unet_core.metrics import MetricAccumulator
 from unet_core.models import create_model
 from unet_core.package import InferenceSpec
 from unetflow.config import ExperimentConfig
 
 
+def check_data(cfg: ExperimentConfig, data: str | Path, options: dict | None = None) -> None:
+    """Refuse data that does not fit the config, on the driver, before any worker starts.
+
+    Raises:
+        DataError: dimensions or channels differ from the model's, no train cases, or
+            cases of different shapes without `data.patch_size`.
+    """
+    manifest = read_manifest(data, options)
+    where = f"{data} (data.path)"
+    if manifest.spatial_dims != cfg.model.spatial_dims:
+        raise DataError(
+            where,
+            f"holds {manifest.spatial_dims}D cases but model.spatial_dims is "
+            f"{cfg.model.spatial_dims}; make them agree",
+        )
+    if manifest.in_channels != cfg.model.in_channels:
+        raise DataError(
+            where,
+            f"images have {manifest.in_channels} channel(s) but model.in_channels is "
+            f"{cfg.model.in_channels}; set model.in_channels: {manifest.in_channels}",
+        )
+    if manifest.count("train") == 0:
+        raise DataError(where, "has no train cases; re-prepare it with a train split")
+    if cfg.data.patch_size is None and not manifest.uniform_shape:
+        raise DataError(
+            where,
+            "cases differ in shape, so whole images cannot be batched; "
+            "set data.patch_size to train on patches",
+        )
+
+
 def make_loaders(
-    cfg: ExperimentConfig, data_dir: Path, rank: int, world_size: int
+    cfg: ExperimentConfig,
+    data: str | Path,
+    rank: int,
+    world_size: int,
+    options: dict | None = None,
 ) -> tuple[DataLoader, DataLoader]:
-    """Train loader (shuffled, this rank's share) and validation loader (this rank's shard)."""
-    train_set = PreparedDataset(data_dir, "train")
-    val_set = PreparedDataset(data_dir, "val")
-    train_sampler = DistributedSampler(
-        train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.train.seed
+    """This rank's train loader and its shard of the validation cases.
+
+    `data` is a folder or URI that this process opens itself (a worker never relies on a
+    path that exists only on the driver). With `data.patch_size` the train loader
+    streams this rank's own patches (`PatchStream`) and validation runs one whole case
+    per batch; without it, whole images are shuffled as before.
+    """
+    common = {"num_workers": cfg.train.loader_workers}
+    val_set = PreparedDataset(data, "val", options=options, cache_mb=cfg.data.cache_mb / 2)
+    val_sampler = ShardSampler(len(val_set), rank, world_size)
+    if cfg.data.patch_size is None:
+        train_set = PreparedDataset(data, "train", options=options, cache_mb=cfg.data.cache_mb)
+        if not train_set.manifest.uniform_shape:
+            raise DataError(
+                train_set.store.root,
+                "cases differ in shape, so whole images cannot be batched; "
+                "set data.patch_size to train on patches",
+            )
+        train_sampler = DistributedSampler(
+            train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.train.seed
+        )
+        batch = {"batch_size": cfg.train.batch_size, **common}
+        train = DataLoader(train_set, sampler=train_sampler, drop_last=False, **batch)
+        return train, DataLoader(val_set, sampler=val_sampler, **batch)
+    stream = patch_stream(cfg, data, rank, world_size, options)
+    train = DataLoader(stream, batch_size=cfg.train.batch_size, **common)
+    return train, DataLoader(val_set, sampler=val_sampler, batch_size=1, **common)
+
+
+def patch_stream(
+    cfg: ExperimentConfig, data: str | Path, rank: int, world_size: int, options: dict | None
+) -> PatchStream:
+    """This rank's patches: `steps_per_epoch` batches, or about one patch per train case
+    per epoch over all ranks when unset."""
+    steps = cfg.train.steps_per_epoch
+    return PatchStream(
+        str(data),
+        "train",
+        cfg.data.patch_size,
+        samples=steps * cfg.train.batch_size if steps else None,
+        foreground_fraction=cfg.data.foreground_fraction,
+        seed=cfg.train.seed,
+        rank=rank,
+        world_size=world_size,
+        cache_mb=cfg.data.cache_mb,
+        options=options,
     )
-    common = {"batch_size": cfg.train.batch_size, "num_workers": cfg.train.loader_workers}
-    train = DataLoader(train_set, sampler=train_sampler, drop_last=False, **common)
-    val = DataLoader(val_set, sampler=ShardSampler(len(val_set), rank, world_size), **common)
-    return train, val
+
+
+def sliding_window_infer(patch: tuple[int, ...]):
+    """Validation logits of whole cases, tiled with the training patch size.
+
+    Runs the wrapped module, not the DDP wrapper: ranks hold different numbers of
+    validation cases, and no collective may depend on how many each one has.
+    """
+
+    def infer(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+        return sliding_window(getattr(model, "module", model), images, patch)
+
+    return infer
 
 
 def inference_spec(cfg: ExperimentConfig, manifest: Manifest) -> InferenceSpec:
     """How the trained model turns raw images into masks: the training set's statistics
     and the loss mode's decision rule (stored in checkpoints and model packages alike)."""
-    return InferenceSpec(mean=manifest.mean, std=manifest.std, mode=cfg.loss.mode)
+    # A patch-trained model predicts whole cases through a sliding window of its patch.
+    patch = cfg.data.patch_size
+    return InferenceSpec(mean=manifest.mean, std=manifest.std, mode=cfg.loss.mode, patch=patch)
 
 
 def make_accumulator(
@@ -59,17 +148,23 @@ def build_loss(cfg: ExperimentConfig) -> torch.nn.Module:
 
 def build_trainer(
     cfg: ExperimentConfig,
-    data_dir: Path,
+    data_dir: str | Path,
     device: torch.device,
     rank: int = 0,
     world_size: int = 1,
+    options: dict | None = None,
 ) -> Trainer:
-    """Model, optimizer, schedule, loss, metrics, loaders and augmentation for one rank."""
+    """Model, optimizer, schedule, loss, metrics, loaders and augmentation for one rank.
+
+    Args:
+        data_dir: the prepared data set, a folder or URI (``s3://bucket/prefix``).
+        options: fsspec storage options for a URI (None: endpoint from the environment).
+    """
     torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
     model = create_model(cfg.model).to(device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    train_loader, val_loader = make_loaders(cfg, data_dir, rank, world_size)
+    train_loader, val_loader = make_loaders(cfg, data_dir, rank, world_size, options)
     optimizer = build_optimizer(model, cfg.optim)
     steps = -(-len(train_loader) // cfg.train.accumulate_steps)
     schedule = Schedule(optimizer, cfg.scheduler, steps, cfg.train.epochs)
@@ -88,4 +183,5 @@ def build_trainer(
         scaler=torch.amp.GradScaler(device.type) if fp16 else None,
         augment=BatchAugmenter(cfg.data.augment, cfg.model.spatial_dims),
         generator=generator,
+        infer=sliding_window_infer(cfg.data.patch_size) if cfg.data.patch_size else None,
     )

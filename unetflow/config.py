@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from unet_core.augment import AugmentConfig
+from unet_core.data.streaming import FOREGROUND_FRACTION
 from unet_core.engine import OptimConfig, SchedulerConfig, TrainConfig
 from unet_core.losses import LossConfig
 from unet_core.models import ModelConfig, get_model_config
@@ -38,12 +39,29 @@ class _Frozen(BaseModel):
 class DataConfig(_Frozen):
     path: str = Field(
         "data/prepared",
-        description="prepared data set (manifest.json + shards), relative to the project folder",
+        description="prepared data set (manifest.json + cases/): a folder relative to the "
+        "project, or s3://bucket/prefix that every worker reads itself; or a raw folder "
+        "with images/ + masks/ (prepared on the fly)",
     )
     version: str | None = Field(
         None, description="expected data version (DVC md5 of the prepared data); None: any"
     )
     augment: AugmentConfig = AugmentConfig()
+    patch_size: tuple[int, ...] | None = Field(
+        None,
+        description="training patch (H, W) or (D, H, W), streamed per worker from the "
+        "chunked arrays; validation then slides this window over whole cases. "
+        "None: whole images (all cases must share one shape)",
+    )
+    foreground_fraction: float = Field(
+        FOREGROUND_FRACTION,
+        ge=0,
+        le=1,
+        description="share of patches centred on a foreground voxel (nnU-Net's 1/3)",
+    )
+    cache_mb: float = Field(
+        256, gt=0, description="per-process LRU of decoded cases, MB (bounds worker memory)"
+    )
 
 
 class ScalingSettings(_Frozen):
@@ -115,6 +133,21 @@ class ExperimentConfig(_Frozen):
             overrides = {k: v for k, v in value.items() if k != "preset"}
             return get_model_config(value["preset"], **overrides)
         return value
+
+    @model_validator(mode="after")
+    def _patch_fits_model(self) -> ExperimentConfig:
+        patch, dims = self.data.patch_size, self.model.spatial_dims
+        if patch is not None and (len(patch) != dims or min(patch) < 1):
+            raise ValueError(
+                f"data.patch_size {list(patch)} needs {dims} positive sizes for a "
+                f"{dims}D model; set one size per spatial axis"
+            )
+        if patch is None and self.train.steps_per_epoch is not None:
+            raise ValueError(
+                "train.steps_per_epoch applies to patch training; set data.patch_size "
+                "or remove train.steps_per_epoch"
+            )
+        return self
 
     @model_validator(mode="after")
     def _loss_fits_model(self) -> ExperimentConfig:

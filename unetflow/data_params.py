@@ -1,5 +1,6 @@
 """The `data` section of params.yaml (`DataParams`): what the DVC stages ingest, how they
-split it and how big the shards are. Parsed once here, used by `ingest` and `prepare`.
+split it, how the prepared arrays are chunked and how many processes write them.
+Parsed once here, used by `ingest` and `prepare`.
 """
 
 from __future__ import annotations
@@ -62,13 +63,25 @@ class SplitParams(_Frozen):
 
 
 class DataParams(_Frozen):
+    @model_validator(mode="before")
+    @classmethod
+    def _no_shards(cls, raw: object) -> object:
+        if isinstance(raw, dict) and "shard_size" in raw:
+            raise ValueError(
+                "shard_size belongs to the old shard format; delete it (cases are now "
+                "chunked arrays: see data.chunks) and re-run `unetflow data prepare`"
+            )
+        return raw
+
     source: Literal["synthetic", "folder"] = "synthetic"
     folder: str | None = None  # a local folder or an s3://bucket/prefix
 
     spatial_dims: Literal[2, 3] = 2
     synthetic: SyntheticParams = SyntheticParams()
     split: SplitParams = SplitParams()
-    shard_size: int = Field(256, ge=1)
+    # Spatial chunk shape of the prepared arrays; None: 256^2 in 2D, 64^3 in 3D.
+    chunks: tuple[int, ...] | None = None
+    workers: int = Field(2, ge=1)  # processes writing cases (does not change the output)
 
     @model_validator(mode="after")
     def _consistent(self) -> DataParams:
@@ -78,6 +91,13 @@ class DataParams(_Frozen):
             raise ValueError(
                 f"synthetic.shape {list(self.synthetic.shape)} has {len(self.synthetic.shape)} "
                 f"axes but spatial_dims is {self.spatial_dims}; make them agree"
+            )
+        if self.chunks is not None and (
+            len(self.chunks) != self.spatial_dims or min(self.chunks) < 1
+        ):
+            raise ValueError(
+                f"chunks {list(self.chunks)} needs {self.spatial_dims} positive sizes "
+                "(one per spatial axis), or null for the default"
             )
         return self
 

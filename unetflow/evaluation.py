@@ -23,23 +23,26 @@ TABLE_METRICS = ("dice", "iou", "precision", "recall", "hd95")
 
 @dataclass(frozen=True)
 class SplitPrediction:
-    """Raw images, targets and predicted masks of one split (numpy, CPU)."""
+    """Raw images, targets and predicted masks of one split (numpy, CPU), one per case
+    (cases may differ in shape)."""
 
     stems: list[str]
-    images: np.ndarray  # [N, C, *spatial] raw intensities
-    targets: np.ndarray  # [N, *spatial] label maps
-    preds: np.ndarray  # [N, *spatial] uint8 label maps
+    images: list[np.ndarray]  # [C, *spatial] raw intensities
+    targets: list[np.ndarray]  # [*spatial] label maps
+    preds: list[np.ndarray]  # [*spatial] uint8 label maps
 
 
 def predict_split(
     segmenter: Segmenter,
-    data_dir: Path,
+    data_dir: str | Path,
     split: str,
     limit: int | None = None,
     batch_size: int = 8,
     accumulator: MetricAccumulator | None = None,
 ) -> SplitPrediction:
-    """Predict masks for (the first `limit` images of) a split, as the model is served.
+    """Predict masks for (the first `limit` cases of) a split, as the model is served.
+
+    Cases are read one at a time; consecutive cases of one shape share a batch.
 
     Args:
         accumulator: also fed every batch's logits and targets, so the split's global
@@ -50,35 +53,39 @@ def predict_split(
         raise ValueError("per-image evaluation supports binary and multiclass models only")
     data = PreparedDataset(data_dir, split, normalize=False)
     count = len(data) if limit is None else min(limit, len(data))
-    images = np.asarray(data.images[:count], dtype=np.float32)
-    targets = np.asarray(data.masks[:count])
-    preds = []
-    for start in range(0, count, batch_size):
-        logits = segmenter.logits(torch.from_numpy(images[start : start + batch_size]))
+    images, targets, preds = [], [], []
+    start = 0
+    while start < count:
+        first = data.raw(start)
+        batch = [first]
+        while start + len(batch) < count and len(batch) < batch_size:
+            nxt = data.raw(start + len(batch))
+            if nxt[1].shape != first[1].shape:
+                break
+            batch.append(nxt)
+        logits = segmenter.logits(torch.from_numpy(np.stack([b[0] for b in batch])))
+        truth = np.stack([b[1] for b in batch])
         if accumulator is not None:
-            truth = torch.from_numpy(targets[start : start + batch_size].astype(np.int64))
-            accumulator.update(logits.cpu(), truth)
-        preds.append(segmenter.masks(logits).cpu().numpy())
-    return SplitPrediction(
-        stems=[str(s) for s in data.stems[:count]],
-        images=images,
-        targets=targets,
-        preds=np.concatenate(preds) if preds else np.zeros((0,), np.uint8),
-    )
+            accumulator.update(logits.cpu(), torch.from_numpy(truth.astype(np.int64)))
+        images += [b[0] for b in batch]
+        targets += [b[1] for b in batch]
+        preds += list(segmenter.masks(logits).cpu().numpy())
+        start += len(batch)
+    return SplitPrediction([str(s) for s in data.stems[:count]], images, targets, preds)
 
 
 def per_image_table(
     prediction: SplitPrediction, num_classes: int, metrics: tuple[str, ...] = TABLE_METRICS
 ) -> list[dict[str, float | str]]:
     """One row per image: `image` (its stem) and each metric (HD95 in pixels)."""
-    if num_classes <= 1:  # binary: foreground is any non-zero label
-        rows = per_image_metrics(
-            prediction.preds > 0, prediction.targets > 0, metrics=list(metrics)
-        )
-    else:
-        rows = per_image_metrics(
-            prediction.preds, prediction.targets, num_classes=num_classes, metrics=list(metrics)
-        )
+    rows = []
+    for pred, target in zip(prediction.preds, prediction.targets, strict=True):
+        if num_classes <= 1:  # binary: foreground is any non-zero label
+            rows += per_image_metrics(pred[None] > 0, target[None] > 0, metrics=list(metrics))
+        else:
+            rows += per_image_metrics(
+                pred[None], target[None], num_classes=num_classes, metrics=list(metrics)
+            )
     return [
         {"image": stem, **{k: float(v) for k, v in row.items() if k != "index"}}
         for stem, row in zip(prediction.stems, rows, strict=True)

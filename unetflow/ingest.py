@@ -33,13 +33,11 @@ from unetflow.errors import UsageError
 RAW_META = "raw.json"
 
 
-def _load_folder(
-    folder: Path, spatial_dims: int, in_channels: int | None = None
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _load_folder(folder: Path, spatial_dims: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     samples = scan_folder(folder, spatial_dims)
     pairs = []
     for k, sample in enumerate(samples, 1):
-        pairs.append(load_pair(sample, spatial_dims, in_channels))
+        pairs.append(load_pair(sample, spatial_dims))
         if k % 500 == 0:
             print(f"read {k}/{len(samples)} image/mask pairs from {folder}", flush=True)
     shapes = {p[0].shape for p in pairs}
@@ -55,26 +53,25 @@ def _load_folder(
 
 
 def load_source(
-    params: DataParams, staging: Path | None = None, in_channels: int | None = None
+    params: DataParams, staging: Path | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Read (or generate) the source: `(images [N, C, *sp], masks [N, *sp], stems)`.
 
     Args:
         params: the `data` section of params.yaml.
         staging: where an `s3://` source is downloaded (a temp folder when None).
-        in_channels: image channels a folder's images must have; None: any.
     """
     if params.source == "synthetic":
         syn = params.synthetic
         images, masks = generate_synthetic(syn.num_images, tuple(syn.shape), seed=syn.seed)
         return images, masks, [f"synthetic-{i:05d}" for i in range(len(images))]
     if not params.folder.startswith("s3://"):
-        return _load_folder(Path(params.folder), params.spatial_dims, in_channels)
+        return _load_folder(Path(params.folder), params.spatial_dims)
     from unetflow import s3
 
     with tempfile.TemporaryDirectory(prefix="unetflow-s3-", dir=staging) as tmp:
         s3.download_prefix(params.folder, Path(tmp))
-        return _load_folder(Path(tmp), params.spatial_dims, in_channels)
+        return _load_folder(Path(tmp), params.spatial_dims)
 
 
 def write_raw(
@@ -101,8 +98,8 @@ def write_raw(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def read_raw(raw: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Read a raw area written by `write_raw`, checking the arrays' sha256."""
+def check_raw(raw: Path) -> dict:
+    """`raw.json` of a raw area, after checking both arrays' sha256 (streamed, not loaded)."""
     try:
         info = json.loads((raw / RAW_META).read_text())
     except FileNotFoundError:
@@ -112,6 +109,12 @@ def read_raw(raw: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     for name, digest in info["sha256"].items():
         if sha256_file(raw / name) != digest:
             raise DataError(raw / name, "sha256 differs from raw.json; re-run `dvc repro ingest`")
+    return info
+
+
+def read_raw(raw: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Read a raw area written by `write_raw`, checking the arrays' sha256."""
+    info = check_raw(raw)
     images = np.load(raw / "images.npy", allow_pickle=False)
     masks = np.load(raw / "masks.npy", allow_pickle=False)
     return images, masks, list(info["stems"])

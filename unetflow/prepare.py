@@ -1,9 +1,10 @@
-"""The DVC `prepare` stage: data/raw -> data/prepared (shards + manifest).
+"""The DVC `prepare` stage: data/raw -> data/prepared (one zarr array per case + manifest).
 
-Validates the images and masks, computes normalisation statistics on the train split,
-splits train/val/test deterministically by seed (whole groups per split when
-`data.split.group` is set, so one patient or scene never straddles two splits) and writes
-shards + manifest. Run by `dvc repro` as
+Splits train/val/test deterministically by seed (whole groups per split when
+`data.split.group` is set, so one patient or scene never straddles two splits), then
+validates and writes the cases in parallel processes (`data.workers`), each holding one
+case at a time; normalisation statistics on the train split are pooled into the
+manifest, written last. Run by `dvc repro` as
 `python -m unetflow.prepare --params params.yaml --raw data/raw --out data/prepared`;
 without `--raw` it reads the source itself (the one-stage form of earlier versions).
 The `data` section of params.yaml is parsed in `unetflow.data_params`.
@@ -21,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from unet_core.data import DataError, split_indices, write_prepared
+from unet_core.data import DataError, split_indices, write_manifest
 from unetflow.data_params import DataParams, GroupParams, read_params
 from unetflow.errors import UsageError
-from unetflow.ingest import load_source, read_raw
+from unetflow.ingest import check_raw, load_source
+from unetflow.prepare_cases import ArrayJob, Job, RawJob, run_jobs
 
 
 def group_labels(group: GroupParams, stems: list[str], params_file: Path | None) -> list[str]:
@@ -76,45 +78,54 @@ def _provenance(params: DataParams) -> dict:
     return params.model_dump(mode="json", exclude=exclude)
 
 
+def _jobs(params: DataParams, raw: Path | None, params_file: Path | None) -> tuple[list, str]:
+    """One job per case, in split order, and the split summary line."""
+    if raw is not None:
+        stems = list(check_raw(raw)["stems"])
+    else:
+        images, masks, stems = load_source(params)
+    group = params.split.group
+    groups = group_labels(group, stems, params_file) if group is not None else None
+    idx = split_indices(len(stems), params.split.fractions, seed=params.split.seed, groups=groups)
+    jobs: list[Job] = []
+    for name, rows in idx.items():
+        for i in rows.tolist():
+            if raw is not None:
+                jobs.append(RawJob(stems[i], name, raw, i))
+            else:
+                jobs.append(ArrayJob(stems[i], name, images[i], masks[i]))
+    return jobs, split_stats(idx, groups)
+
+
 def prepare(
     params: DataParams,
     out: Path,
     raw: Path | None = None,
     params_file: Path | None = None,
-    in_channels: int | None = None,
+    workers: int | None = None,
 ) -> None:
-    """Split the raw data set, write shards + manifest in a temp folder, move into place.
+    """Split the raw data set, write cases + manifest in a temp folder, move into place.
 
     Args:
         params: the `data` section of params.yaml.
         out: the prepared folder (replaced as a whole, never left half-written).
         raw: a folder written by the `ingest` stage; None reads the source directly.
         params_file: where `params` came from (error messages, relative CSV paths).
-        in_channels: image channels the model expects (refused otherwise); None: any.
+        workers: processes writing cases; None: `data.workers`.
     """
-    if raw is not None:
-        images, masks, stems = read_raw(raw)
-    else:
-        images, masks, stems = load_source(params, in_channels=in_channels)
-    group = params.split.group
-    groups = group_labels(group, stems, params_file) if group is not None else None
-    idx = split_indices(len(images), params.split.fractions, seed=params.split.seed, groups=groups)
-    splits = {name: (images[i], masks[i], [stems[j] for j in i]) for name, i in idx.items()}
+    jobs, summary = _jobs(params, raw, params_file)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=out.parent))
     try:
-        write_prepared(
-            staging,
-            splits,
-            shard_size=params.shard_size,
-            meta={"source": params.source, "params": _provenance(params)},
-        )
+        cases = run_jobs(jobs, str(staging), workers or params.workers, params.chunks)
+        meta = {"source": params.source, "params": _provenance(params)}
+        write_manifest(staging, cases, params.chunks, meta)
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)  # nothing half-written is ever left at `out`
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    print(f"prepared {len(images)} images into {out}: {split_stats(idx, groups)}")
+    print(f"prepared {len(jobs)} cases into {out}: {summary}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,9 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--raw", type=Path, help="ingested raw data (default: read the source)")
     parser.add_argument("--out", type=Path, default=Path("data/prepared"))
+    parser.add_argument(
+        "--workers", type=int, help="processes writing cases (default: data.workers)"
+    )
     args = parser.parse_args(argv)
     try:
-        prepare(read_params(args.params), args.out, args.raw, args.params)
+        prepare(read_params(args.params), args.out, args.raw, args.params, args.workers)
     except (DataError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -18,7 +18,7 @@ import ray.train
 import ray.train.torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
-from unet_core.data import read_manifest
+from unet_core.data import read_manifest, store
 from unet_core.engine import (
     CHECKPOINT_FILE,
     EpochResult,
@@ -27,7 +27,7 @@ from unet_core.engine import (
     load_checkpoint,
     save_checkpoint,
 )
-from unetflow.builders import build_trainer, inference_spec
+from unetflow.builders import build_trainer, check_data, inference_spec
 from unetflow.config import ExperimentConfig, ScalingSettings
 from unetflow.storage import ray_storage
 
@@ -107,9 +107,11 @@ def say(line: str) -> None:
     sys.stdout.flush()
 
 
-def checkpoint_extras(cfg: ExperimentConfig, data_dir: Path) -> dict[str, str]:
+def checkpoint_extras(
+    cfg: ExperimentConfig, data_dir: str | Path, options: dict | None = None
+) -> dict[str, str]:
     """The config and inference spec, so a checkpoint alone can predict (`unetflow predict`)."""
-    spec = inference_spec(cfg, read_manifest(data_dir))
+    spec = inference_spec(cfg, read_manifest(data_dir, options))
     return {"config": cfg.model_dump_json(), "inference": spec.to_json()}
 
 
@@ -119,11 +121,13 @@ def train_worker(payload: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
-    data_dir = Path(payload["data_dir"])
-    trainer = build_trainer(cfg, data_dir, device, rank, world)
+    # A folder or URI that this worker opens itself; `data_options` names the endpoint
+    # only (credentials come from the worker's own environment).
+    data, options = payload["data_dir"], payload.get("data_options")
+    trainer = build_trainer(cfg, data, device, rank, world, options)
     trainer.model = ray.train.torch.prepare_model(trainer.model)
     trainer.hooks = _epoch_hook(
-        cfg, rank, payload.get("tracking"), checkpoint_extras(cfg, data_dir)
+        cfg, rank, payload.get("tracking"), checkpoint_extras(cfg, data, options)
     )
     resume = None
     checkpoint = ray.train.get_checkpoint()
@@ -150,7 +154,7 @@ def scaling_config(scaling: ScalingSettings) -> ScalingConfig:
 
 def torch_trainer(
     cfg: ExperimentConfig,
-    data_dir: Path,
+    data_dir: str | Path,
     run_config: RunConfig,
     tracking: dict[str, str] | None = None,
 ) -> ray.train.torch.TorchTrainer:
@@ -159,7 +163,9 @@ def torch_trainer(
         train_worker,
         train_loop_config={
             "config": cfg.model_dump_json(),
-            "data_dir": str(data_dir),
+            # Workers open the data themselves: a folder every node can read, or a URI.
+            "data_dir": store.normalise(data_dir),
+            "data_options": store.default_options(data_dir),
             "tracking": tracking,
         },
         scaling_config=scaling_config(cfg.scaling),
@@ -169,7 +175,7 @@ def torch_trainer(
 
 def fit_with_ray(
     cfg: ExperimentConfig,
-    data_dir: Path,
+    data_dir: str | Path,
     run_name: str,
     storage_path: str,
     tracking: dict[str, str] | None = None,
@@ -177,9 +183,12 @@ def fit_with_ray(
     """Train `cfg` on a `TorchTrainer`; returns the best checkpoint and per-epoch history.
 
     Args:
+        data_dir: the prepared data set: a folder every node can read, or
+            ``s3://bucket/prefix`` (each worker streams its own patches from it).
         run_name: deterministic name; rerunning with it resumes from the latest checkpoint.
         tracking: {"uri", "run_id"} of the MLflow run that rank 0 logs epoch metrics to.
     """
+    check_data(cfg, data_dir)  # bad data fails here, before any worker starts
     ensure_ray(num_cpus=None if os.environ.get("RAY_ADDRESS") else max(2, os.cpu_count() or 2))
     path, filesystem = ray_storage(storage_path)
     monitor = cfg.train.early_stopping

@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from unet_core.data import DataError, load_split, read_manifest
+from unet_core.data import DataError, PreparedStore
 
 # Appended to a params.yaml that has no `stats` section (DVC refuses missing params).
 DEFAULT_SECTION = """
@@ -53,25 +53,43 @@ def read_stats_params(path: Path) -> StatsParams:
         raise DataError(path, f"stats.{where}: {first['msg']}") from None
 
 
+def _histogram_range(manifest, params: StatsParams) -> tuple[float, float]:
+    """The histogram's range: as configured, else the data's (from the manifest's sums)."""
+    if params.intensity_range is not None:
+        return params.intensity_range
+    if not manifest.cases:
+        return 0.0, 1.0
+    return (
+        min(min(c.stats.min) for c in manifest.cases),
+        max(max(c.stats.max) for c in manifest.cases),
+    )
+
+
 def compute(prepared: Path, params: StatsParams) -> tuple[dict, dict[str, tuple[list, list]]]:
-    """Metrics and plot tables (name -> (header, rows)) of a prepared data set."""
-    manifest = read_manifest(prepared)
+    """Metrics and plot tables (name -> (header, rows)) of a prepared data set.
+
+    Reads one case at a time, so it runs in bounded memory on any data set size.
+    """
+    data = PreparedStore(prepared)
+    manifest = data.manifest
     counts, balance_rows, label_pixels = {}, [], Counter()
     sizes: Counter = Counter()
-    intensities = []
+    low, high = _histogram_range(manifest, params)
+    hist = np.zeros(params.intensity_bins, dtype=np.int64)
+    edges = np.linspace(low, high + 1e-12, params.intensity_bins + 1)
     for split in sorted(manifest.splits):
-        images, masks = load_split(prepared, split)
-        counts[split] = len(images)
-        labels, pixels = np.unique(masks, return_counts=True)
-        total = max(int(pixels.sum()), 1)
-        for label, n in zip(labels.tolist(), pixels.tolist(), strict=True):
+        split_pixels: Counter = Counter()
+        for stem in manifest.stems(split):
+            image, mask = data.load_case(stem)
+            labels, pixels = np.unique(mask, return_counts=True)
+            split_pixels.update(dict(zip(labels.tolist(), pixels.tolist(), strict=True)))
+            sizes["x".join(map(str, mask.shape))] += 1
+            hist += np.histogram(image.ravel(), bins=edges)[0]
+        counts[split] = manifest.count(split)
+        total = max(sum(split_pixels.values()), 1)
+        for label, n in sorted(split_pixels.items()):
             balance_rows.append([split, label, round(n / total, 6)])
-            label_pixels[label] += n
-        sizes.update("x".join(map(str, m.shape)) for m in masks)
-        intensities.append(images.ravel())
-    values = np.concatenate(intensities) if intensities else np.zeros(1, np.float32)
-    low, high = params.intensity_range or (float(values.min()), float(values.max()))
-    hist, edges = np.histogram(values, bins=params.intensity_bins, range=(low, high + 1e-12))
+        label_pixels.update(split_pixels)
     all_pixels = max(sum(label_pixels.values()), 1)
     metrics = {
         "counts": {**counts, "total": sum(counts.values())},

@@ -97,15 +97,15 @@ def evaluate_test(
     predictions, so their metrics come from a plain forward pass (`evaluate_split`).
     """
     if cfg.loss.mode == "multilabel":
-        data = PreparedDataset(data_dir, "test")  # holds raw images; normalises per item
-        example = np.asarray(data.images[:1], dtype=np.float32)
+        data = PreparedDataset(data_dir, "test")  # reads case by case; normalises per item
+        example = data.raw(0)[0][None]
         return SplitEvaluation(_evaluate(cfg, weights, data, prefix="test_"), None, example)
     segmenter = load_package(package)
     acc = make_accumulator(cfg, threshold=segmenter.spec.threshold)
     prediction = evaluation.predict_split(segmenter, data_dir, "test", accumulator=acc)
     metrics = {f"test_{k}": v for k, v in acc.compute().items()}
     # Raw intensities, as a user would send them: the pyfunc model normalises itself.
-    return SplitEvaluation(metrics, prediction, prediction.images[:1])
+    return SplitEvaluation(metrics, prediction, prediction.images[0][None])
 
 
 def train_and_register(

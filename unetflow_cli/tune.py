@@ -20,7 +20,6 @@ SMOKE_DATA = {
     "spatial_dims": 2,
     "synthetic": {"num_images": 24, "shape": [32, 32], "seed": 7},
     "split": {"fractions": [0.5, 0.25, 0.25], "seed": 7},
-    "shard_size": 16,
 }
 SMOKE_OVERRIDES = {
     "model.base_channels": 8,

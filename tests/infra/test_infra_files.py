@@ -64,6 +64,12 @@ def test_kuberay_cluster_uses_token_auth_and_secret_refs() -> None:
             assert "secretKeyRef" in env[secret]["valueFrom"], f"{secret} must come from a Secret"
     gpu = cluster["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
     assert gpu["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    # Data and checkpoints come from S3: no node mounts a shared data volume.
+    pods = [cluster["spec"]["headGroupSpec"]["template"]["spec"]]
+    pods += [g["template"]["spec"] for g in cluster["spec"]["workerGroupSpecs"]]
+    for pod in pods:
+        for volume in pod.get("volumes", []):
+            assert set(volume) <= {"name", "emptyDir"}, f"shared volume {volume['name']}"
 
 
 def test_ray_launcher_and_dockerfile_pin_the_ray_version() -> None:

@@ -1,10 +1,12 @@
 """Multi-node Ray Train: a real head + worker cluster on 127.0.0.1 with token auth,
-one training worker per node, checkpoints in an S3 bucket (moto over HTTP)."""
+one training worker per node, the prepared data and the checkpoints only in an S3 bucket
+(moto over HTTP): every worker streams its own patches from the bucket."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +29,7 @@ from unetflow.config import parse_config
 from unetflow.ray_train import fit_with_ray
 
 cfg = parse_config(json.loads(sys.argv[1]))
-out = fit_with_ray(cfg, Path(sys.argv[2]), "multinode", cfg.checkpoint.storage_path)
+out = fit_with_ray(cfg, sys.argv[2], "multinode", cfg.checkpoint.storage_path)
 workers = list_actors(filters=[("class_name", "=", "RayTrainWorker")], detail=True, limit=100)
 print("RESULT " + json.dumps({
     "best": out.best_metrics, "epochs": len(out.history), "path": out.best_checkpoint.path,
@@ -37,11 +39,22 @@ print("RESULT " + json.dumps({
 """
 
 
-def test_two_node_cluster_trains_with_checkpoints_on_s3(prepared_dir: Path, tmp_path) -> None:
+def _upload(folder: Path, s3, bucket: str, prefix: str) -> str:
+    client = s3.client()
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder)}")
+    return f"s3://{bucket}/{prefix}"
+
+
+def test_two_node_cluster_trains_from_s3_with_checkpoints_on_s3(
+    prepared_dir: Path, tmp_path
+) -> None:
     cfg = {
         "name": "multinode",
         "model": {"preset": "unet", "base_channels": 8, "depth": 2},
-        "train": {"epochs": 2, "batch_size": 4},
+        "data": {"patch_size": [16, 16]},
+        "train": {"epochs": 2, "batch_size": 4, "steps_per_epoch": 2},
         # One `trainer` slot per node and STRICT_SPREAD: the two ranks must land on
         # different nodes, or the run could not be scheduled at all.
         "scaling": {
@@ -51,12 +64,17 @@ def test_two_node_cluster_trains_with_checkpoints_on_s3(prepared_dir: Path, tmp_
         },
         "checkpoint": {"storage_path": "s3://ckpt/runs", "max_failures": 0},
     }
+    local = tmp_path / "prepared"
+    shutil.copytree(prepared_dir, local)
     with s3_server() as s3:
         s3.create_bucket("ckpt")
+        s3.create_bucket("datasets")
+        data_uri = _upload(local, s3, "datasets", "tiny/prepared")
+        shutil.rmtree(local)  # no node can fall back on a local copy
         with ray_cluster({"trainer": 1}, {"trainer": 1}, cpus_per_node=1, env=s3.env()) as rc:
             env = {**os.environ, **s3.env(), **rc.env()}
             proc = subprocess.run(
-                [sys.executable, "-c", DRIVER, json.dumps(cfg), str(prepared_dir)],
+                [sys.executable, "-c", DRIVER, json.dumps(cfg), data_uri],
                 env=env,
                 capture_output=True,
                 text=True,

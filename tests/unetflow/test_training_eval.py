@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-import unet_core.data.datasets as datasets_module
-from unet_core.data import PreparedDataset
+from unet_core.data import PreparedDataset, PreparedStore
 from unet_core.models import create_model
 from unetflow.config import parse_config
 from unetflow.training import _package, evaluate_split, evaluate_test
@@ -31,19 +30,20 @@ def test_one_pass_gives_the_metrics_of_a_plain_evaluation(
     expected = evaluate_split(cfg, weights, prepared_dir, "test")
 
     reads: list[str] = []
-    real = datasets_module.load_split_with_stems
+    real = PreparedStore.load_case
     monkeypatch.setattr(
-        datasets_module,
-        "load_split_with_stems",
-        lambda d, split, **kw: reads.append(split) or real(d, split, **kw),
+        PreparedStore,
+        "load_case",
+        lambda self, stem, **kw: reads.append(stem) or real(self, stem, **kw),
     )
     test = evaluate_test(cfg, weights, package, prepared_dir)
 
-    assert reads == ["test"]  # read once, for metrics, table and example alike
+    test_stems = PreparedDataset(prepared_dir, "test").stems
+    assert reads == list(test_stems)  # each case read once, for metrics, table and example
     assert set(test.metrics) == set(expected) - {"test_loss"}
     for key, value in expected.items():
         if key != "test_loss":
             assert test.metrics[key] == pytest.approx(value, abs=1e-9), key
-    raw = PreparedDataset(prepared_dir, "test", normalize=False).images
+    raw = PreparedDataset(prepared_dir, "test", normalize=False)
     assert test.prediction is not None and len(test.prediction.preds) == len(raw)
-    np.testing.assert_array_equal(test.example, raw[:1])
+    np.testing.assert_array_equal(test.example, raw.raw(0)[0][None])

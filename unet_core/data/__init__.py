@@ -3,9 +3,12 @@
 - Folders: `scan_folder` + `load_pair` (png/tif/npy in 2D, nii/nii.gz/tif/npy in 3D);
   `FolderDataset` wraps them.
 - Synthetic: `generate_synthetic(n, shape, seed, **knobs)`, textured blobs, 2D and 3D.
-- Prepared: `split_indices` -> `write_prepared` (shards + manifest with checksums and
-  train normalisation stats) -> `read_manifest`, `load_split`, `PreparedDataset`.
-- Patches: `PatchDataset` crops fixed-size patches with foreground oversampling.
+- Prepared: one chunked zarr array per case + a manifest, in a folder or on S3:
+  `write_case` (one case, any process) -> `write_manifest`; `write_prepared` for
+  in-memory splits; `PreparedStore` reads cases and windows; `read_manifest`,
+  `load_split`, `PreparedDataset` (case by case).
+- Patches: `PatchStream` streams each rank's own patches from the chunked arrays with
+  foreground oversampling; `PatchDataset` crops patches of any in-memory dataset.
 
 Bad input raises `DataError` (a `ValueError`) with a one-line message naming the file.
 """
@@ -23,23 +26,26 @@ from unet_core.data.folder import (
     check_mask,
     load_pair,
     read_array,
+    read_geometry,
     scan_folder,
 )
 from unet_core.data.prepared import (
+    Case,
     Manifest,
-    Shard,
+    PreparedStore,
     load_split,
     load_split_with_stems,
     normalize,
     read_manifest,
-    verify_shards,
-    write_prepared,
+    verify_cases,
 )
+from unet_core.data.prepared_write import write_case, write_manifest, write_prepared
 from unet_core.data.split import SPLIT_NAMES, split_indices
 from unet_core.data.synthetic import SyntheticConfig, generate_synthetic
 
 if TYPE_CHECKING:
     from unet_core.data.datasets import FolderDataset, PatchDataset, PreparedDataset
+    from unet_core.data.streaming import PatchStream
 
 _TORCH_DATASETS = ("FolderDataset", "PatchDataset", "PreparedDataset")
 
@@ -51,19 +57,25 @@ def __getattr__(name: str):
         from unet_core.data import datasets
 
         return getattr(datasets, name)
+    if name == "PatchStream":
+        from unet_core.data import streaming
+
+        return streaming.PatchStream
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "EXTENSIONS",
     "READERS",
     "SPLIT_NAMES",
+    "Case",
     "DataError",
     "FolderDataset",
     "Manifest",
     "PatchDataset",
+    "PatchStream",
     "PreparedDataset",
+    "PreparedStore",
     "Sample",
-    "Shard",
     "SyntheticConfig",
     "check_image",
     "check_mask",
@@ -73,9 +85,12 @@ __all__ = [
     "load_split_with_stems",
     "normalize",
     "read_array",
+    "read_geometry",
     "read_manifest",
     "scan_folder",
     "split_indices",
-    "verify_shards",
+    "verify_cases",
+    "write_case",
+    "write_manifest",
     "write_prepared",
 ]

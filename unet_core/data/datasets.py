@@ -15,37 +15,63 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from unet_core.data.folder import load_pair, scan_folder
-from unet_core.data.prepared import load_split_with_stems, normalize, read_manifest
+from unet_core.data.prepared import PreparedStore, normalize
+from unet_core.data.streaming import CaseCache
 
 Item = tuple[torch.Tensor, torch.Tensor]
 
 
 class PreparedDataset(Dataset[Item]):
-    """One split of a prepared data set, held in memory.
+    """One split of a prepared data set, read case by case (nothing held in memory).
 
     Args:
-        data_dir: folder written by `write_prepared`.
+        root: folder or URI written by `write_prepared` / `write_case` + `write_manifest`.
         split: ``"train"``, ``"val"`` or ``"test"`` (or any split the manifest lists).
         normalize: subtract the train mean and divide by the train std, per channel.
-        verify: check shard checksums on load (raises `DataError` on a mismatch).
+        verify: check each case's content hash as it is read (raises `DataError`).
+        options: fsspec storage options for a URI (None: endpoint from the environment).
+        cache_mb: keep recently read cases decoded, up to this many MB (`CaseCache`);
+            0 reads every item from storage.
     """
 
     def __init__(
-        self, data_dir: str | Path, split: str, normalize: bool = True, verify: bool = False
+        self,
+        root: str | Path,
+        split: str,
+        normalize: bool = True,
+        verify: bool = False,
+        options: dict | None = None,
+        cache_mb: float = 0,
     ) -> None:
-        self.manifest = read_manifest(data_dir)
+        self.store = PreparedStore(root, options)
+        self.cache = CaseCache(self.store, int(cache_mb * 2**20)) if cache_mb else None
+        self.manifest = self.store.manifest
+        self.stems = self.manifest.stems(split)
         self.normalize = normalize
-        self.images, self.masks, self.stems = load_split_with_stems(data_dir, split, verify=verify)
+        self.verify = verify
+        if verify:  # fail at construction, as a whole-split load did
+            for stem in self.stems:
+                self.store.load_case(stem, verify=True)
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.stems)
+
+    def raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(image [C, *spatial] float32, not normalised, mask uint8 [*spatial])``."""
+        stem = self.stems[index]
+        if self.cache is not None:
+            whole = (slice(None),) * self.manifest.spatial_dims
+            image, mask = self.cache.read(self.store.case(stem), whole)
+        else:
+            image, mask = self.store.load_case(stem)
+        return image.astype(np.float32), mask  # a copy: callers may not alter the cache
 
     def __getitem__(self, index: int) -> Item:
-        image = self.images[index]
+        image, mask = self.raw(index)
         if self.normalize:
             image = normalize(image, self.manifest)
         return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(
-            self.masks[index].astype(np.int64)
+            mask.astype(np.int64)
         )
 
 

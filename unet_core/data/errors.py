@@ -16,3 +16,7 @@ class DataError(ValueError):
         self.where = None if where is None else str(where)
         self.problem = " ".join(problem.split())  # one line, whatever the reader said
         super().__init__(self.problem if where is None else f"{where}: {self.problem}")
+
+    def __reduce__(self) -> tuple:
+        # Rebuilt from (where, problem) when a worker process sends it back to its parent.
+        return (type(self), (self.where, self.problem))

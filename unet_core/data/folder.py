@@ -175,16 +175,24 @@ def to_channels_first(array: np.ndarray, spatial_dims: int, where: str | Path) -
     )
 
 
-def check_image(array: np.ndarray, where: str | Path, in_channels: int | None = None) -> np.ndarray:
-    """Validate a ``[C, *spatial]`` image and return it as float32.
+def check_image(
+    array: np.ndarray, where: str | Path, in_channels: int | None = None, keep_dtype: bool = False
+) -> np.ndarray:
+    """Validate a ``[C, *spatial]`` image and return it as float32 (or in its own dtype).
+
+    ``keep_dtype`` keeps integer and float dtypes as stored (the prepared format keeps a
+    CT's int16 at 2 bytes a voxel); booleans become uint8 either way.
 
     Raises:
         DataError: non-numeric data, NaN/Inf, or a channel count other than ``in_channels``.
     """
     if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) or np.iscomplexobj(array):
         raise DataError(where, f"image has non-numeric dtype {array.dtype}")
-    image = np.ascontiguousarray(array, dtype=np.float32)
-    if not np.isfinite(image).all():
+    if keep_dtype:
+        image = np.ascontiguousarray(array, dtype=np.uint8 if array.dtype == bool else None)
+    else:
+        image = np.ascontiguousarray(array, dtype=np.float32)
+    if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
         bad = int((~np.isfinite(image)).sum())
         raise DataError(where, f"image contains NaN or Inf ({bad} values)")
     if in_channels is not None and image.shape[0] != in_channels:
@@ -221,7 +229,7 @@ def check_mask(array: np.ndarray, where: str | Path) -> np.ndarray:
 
 
 def load_pair(
-    sample: Sample, spatial_dims: int, in_channels: int | None = None
+    sample: Sample, spatial_dims: int, in_channels: int | None = None, keep_dtype: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read and validate one image/mask pair.
 
@@ -229,6 +237,7 @@ def load_pair(
         sample: from `scan_folder`.
         spatial_dims: 2 or 3.
         in_channels: expected image channels; ``None`` accepts any.
+        keep_dtype: return the image in its stored dtype instead of float32.
 
     Returns:
         ``(image float32 [C, *spatial], mask uint8 [*spatial])``.
@@ -238,7 +247,7 @@ def load_pair(
             non-label mask values, or image and mask of different spatial shapes.
     """
     image = to_channels_first(read_array(sample.image_path), spatial_dims, sample.image_path)
-    image = check_image(image, sample.image_path, in_channels)
+    image = check_image(image, sample.image_path, in_channels, keep_dtype)
     mask = to_channels_first(read_array(sample.mask_path), spatial_dims, sample.mask_path)
     if mask.shape[0] != 1:
         raise DataError(
@@ -251,3 +260,21 @@ def load_pair(
             f"mask shape {mask.shape} differs from image {sample.image_path.name} shape {image.shape[1:]}",
         )
     return image, mask
+
+
+def read_geometry(path: str | Path, spatial_dims: int) -> tuple[tuple[float, ...], np.ndarray]:
+    """``(spacing per spatial axis, (dims+1)^2 affine)`` of an image file.
+
+    NIfTI carries both in its header; other formats have none: spacing 1, identity.
+    """
+    path = Path(path)
+    if file_extension(path) not in ("nii", "nii.gz"):
+        return (1.0,) * spatial_dims, np.eye(spatial_dims + 1)
+    import nibabel as nib
+
+    try:
+        header = nib.load(path)
+        zooms = tuple(float(z) for z in header.header.get_zooms()[:spatial_dims])
+        return zooms, np.asarray(header.affine, dtype=np.float64)
+    except Exception as err:
+        raise DataError(path, f"cannot read the NIfTI header ({type(err).__name__}: {err})") from err

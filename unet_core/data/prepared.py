@@ -1,328 +1,320 @@
-"""The prepared format: a few large shard files plus a manifest, ready for DVC.
+"""The prepared format: one chunked, compressed zarr v3 array per case plus a manifest.
 
-Layout of ``out_dir``::
+Layout of a prepared data set, in a local folder or under ``s3://bucket/prefix``::
 
-    manifest.json          # `Manifest`: shapes, splits, shard checksums, normalisation
-    train-00000.npz        # uncompressed npz: images [n, C, *spatial] float32,
-    train-00001.npz        #   masks [n, *spatial] uint8, stems [n] unicode
-    val-00000.npz
-    test-00000.npz
+    manifest.json                 # `Manifest`: cases, splits, shapes, spacing, statistics
+    cases/<stem>.zarr/image/      # [C, *spatial], the source's own dtype, chunked
+    cases/<stem>.zarr/mask/       # [*spatial] uint8 label map, same spatial chunks
 
-Shards are written byte-for-byte reproducibly (fixed zip timestamps, no pickles), so
-re-preparing the same data leaves DVC with nothing to upload. Each file is written to a
-temporary name, fsynced and renamed, so a crash never leaves a half-written file under a
-final name; the manifest goes last, and a crash between shards and manifest is caught by
-the checksums (`verify_shards`).
+Each case keeps its own shape, voxel spacing and affine. A reader fetches only the
+chunks it slices (``store.image(stem)[:, z0:z1, y0:y1, x0:x1]``), so a training worker
+streams patches straight from object storage and never holds the data set in memory.
+Chunks carry a crc32c checksum (a corrupt chunk fails on read) and the manifest holds
+each case's content sha256, so the manifest's own hash is the data version.
+
+Writing lives in `prepared_write`; this module reads.
 
 Example:
-    >>> idx = split_indices(len(images), seed=0)
-    >>> splits = {k: (images[i], masks[i], stems[i]) for k, i in idx.items()}
-    >>> manifest = write_prepared("data/prepared", splits, meta={"source": "synthetic"})
-    >>> train_images, train_masks = load_split("data/prepared", "train")
+    >>> store = PreparedStore("s3://bucket/prepared")
+    >>> stem = store.manifest.stems("train")[0]
+    >>> patch = store.image(stem)[:, 0:64, 0:64]  # only the chunks of this window
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import zipfile
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from unet_core.data import store as st
 from unet_core.data.errors import DataError
-from unet_core.data.folder import check_image, check_mask
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
-_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps keep shards byte-identical
+FORMAT_VERSION = 2
+CASES = "cases"
+OPEN_HANDLES = 1024  # array handles a store keeps open (metadata only, no voxels)
+REPREPARE = "re-prepare it with `unetflow data prepare` (or `dvc repro prepare`)"
 
-SplitArrays = tuple[np.ndarray, np.ndarray, Sequence[str]]
 
-
-class Shard(BaseModel):
-    """One shard file of a split."""
-
+class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    file: str  # name relative to the data set folder
-    count: int  # samples in this shard
-    sha256: str  # hex digest of the whole file
-    bytes: int  # file size
+
+class ChannelStats(_Frozen):
+    """Per-channel sums of one case, pooled over the train split into mean and std."""
+
+    count: int  # voxels per channel
+    sum: tuple[float, ...]
+    sum_sq: tuple[float, ...]
+    min: tuple[float, ...]
+    max: tuple[float, ...]
 
 
-class Manifest(BaseModel):
-    """Everything needed to read, check and normalise a prepared data set."""
+class Case(_Frozen):
+    """One image/mask pair of the prepared set."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    stem: str
+    split: str
+    shape: tuple[int, ...]  # spatial shape (H, W) or (D, H, W)
+    spacing: tuple[float, ...]  # voxel size per spatial axis (1.0 when the source has none)
+    affine: tuple[tuple[float, ...], ...]  # (dims+1)^2 voxel -> world matrix of the source
+    dtype: str  # numpy dtype string of the image array (the source's own, e.g. "<i2")
+    sha256: str  # of dtype, shape and the image and mask bytes: the case's content
+    labels: tuple[int, ...]  # label values present
+    # label -> up to `FOREGROUND_SAMPLES` voxel locations, for foreground oversampling
+    foreground: dict[str, tuple[tuple[int, ...], ...]]
+    stats: ChannelStats
+
+
+class Manifest(_Frozen):
+    """Everything needed to find, check and normalise a prepared data set."""
 
     format_version: int = FORMAT_VERSION
     spatial_dims: int  # 2 or 3
     in_channels: int  # image channels C
-    spatial_shape: tuple[int, ...]  # (H, W) or (D, H, W), shared by all samples
+    chunks: tuple[int, ...]  # spatial chunk shape (clipped to each case's shape)
     labels: tuple[int, ...]  # label values present in any split, sorted
-    mean: tuple[float, ...]  # per-channel mean of the train split (float64 accumulation)
+    mean: tuple[float, ...]  # per-channel mean of the train split (float64 pooled)
     std: tuple[float, ...]  # per-channel std of the train split (>= 1e-6)
-    splits: dict[str, tuple[Shard, ...]]  # split name -> shards in order
+    intensity_range: tuple[tuple[float, float], ...]  # per-channel (min, max) of train
+    cases: tuple[Case, ...]  # sorted by (split, stem)
     meta: dict[str, Any] = {}  # free-form provenance given by the caller
 
+    @property
+    def splits(self) -> dict[str, tuple[str, ...]]:
+        """Split name -> stems, in manifest order."""
+        out: dict[str, list[str]] = {}
+        for case in self.cases:
+            out.setdefault(case.split, []).append(case.stem)
+        return {name: tuple(stems) for name, stems in out.items()}
+
+    def stems(self, split: str) -> tuple[str, ...]:
+        """Stems of ``split``; a wrong name fails with the valid ones."""
+        splits = self.splits
+        if split not in splits:
+            raise KeyError(f"unknown split {split!r}; this data set has {sorted(splits)}")
+        return splits[split]
+
     def count(self, split: str) -> int:
-        """Samples in ``split``."""
-        return sum(shard.count for shard in self.shards(split))
+        """Cases in ``split`` (0 for a split with no cases)."""
+        return len(self.splits.get(split, ()))
 
-    def shards(self, split: str) -> tuple[Shard, ...]:
-        """Shards of ``split``; a wrong name fails with the valid ones."""
-        if split not in self.splits:
-            raise KeyError(f"unknown split {split!r}; this data set has {sorted(self.splits)}")
-        return self.splits[split]
+    def case(self, stem: str) -> Case:
+        for case in self.cases:
+            if case.stem == stem:
+                return case
+        raise KeyError(f"no case {stem!r} in this data set")
 
+    @property
+    def uniform_shape(self) -> bool:
+        return len({c.shape for c in self.cases}) <= 1
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """The shared shape, or the per-axis median shape when cases differ (planning)."""
+        shapes = np.array([c.shape for c in self.cases])
+        return tuple(int(v) for v in np.median(shapes, axis=0).round())
 
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(file)`` on a temporary sibling, fsync, then rename onto ``path``."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with tmp.open("wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    def version(self) -> str:
+        """sha256 of the manifest's canonical JSON: changes when any case's content does."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Uncompressed npz with fixed metadata (``np.savez`` stamps the current time)."""
-
-    def write(f: Any) -> None:
-        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as archive:
-            for key, array in arrays.items():
-                info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_EPOCH)
-                with archive.open(info, "w", force_zip64=True) as member:
-                    np.lib.format.write_array(
-                        member, np.ascontiguousarray(array), allow_pickle=False
-                    )
-
-    _atomic_write(path, write)
+def case_dir(root: st.Location, stem: str) -> str:
+    return st.join(root, CASES, f"{stem}.zarr")
 
 
-def _validated(name: str, split: SplitArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Check one split's arrays and return (images f32, masks u8, stems unicode)."""
-    images, masks, stems = split
-    images, masks = np.asarray(images), np.asarray(masks)
-    if images.ndim not in (4, 5) or masks.shape != images.shape[:1] + images.shape[2:]:
-        raise DataError(
-            f"split {name!r}",
-            f"need images [N, C, *spatial] and masks [N, *spatial], got {images.shape} and {masks.shape}",
-        )
-    if len(stems) != len(images):
-        raise DataError(f"split {name!r}", f"{len(stems)} stems for {len(images)} images")
-    images = check_image(images, f"split {name!r}")
-    masks = check_mask(masks, f"split {name!r}")
-    return images, masks, np.asarray([str(s) for s in stems], dtype=np.str_)
-
-
-def _norm_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and std over samples and space, accumulated in float64."""
-    if len(images) == 0:
-        raise DataError("split 'train'", "is empty; normalisation statistics need training data")
-    axes = (0, *range(2, images.ndim))
-    mean = images.mean(axis=axes, dtype=np.float64)
-    std = np.sqrt(
-        ((images - mean.reshape(1, -1, *[1] * (images.ndim - 2))) ** 2).mean(
-            axis=axes, dtype=np.float64
-        )
-    )
-    return tuple(mean.tolist()), tuple(np.maximum(std, 1e-6).tolist())
-
-
-def write_prepared(
-    out_dir: str | Path,
-    splits: Mapping[str, SplitArrays],
-    shard_size_mb: float = 64.0,
-    shard_size: int | None = None,
-    meta: Mapping[str, Any] | None = None,
-) -> Manifest:
-    """Write splits as shards + manifest; normalisation statistics come from ``train``.
-
-    Args:
-        out_dir: created if missing; stale shards of an earlier write are removed.
-        splits: name -> ``(images [N, C, *spatial], masks [N, *spatial], stems [N])``;
-            must contain ``"train"``; all splits share C and the spatial shape.
-        shard_size_mb: target shard size when ``shard_size`` is not given.
-        shard_size: samples per shard; wins over ``shard_size_mb``.
-        meta: JSON-serialisable provenance stored in the manifest.
-
-    Returns:
-        The written `Manifest`.
+def read_manifest(root: st.Location, options: st.StorageOptions = None) -> Manifest:
+    """Read and validate ``root/manifest.json``.
 
     Raises:
-        DataError: missing train split, inconsistent shapes, non-label masks, NaN/Inf.
+        DataError: missing, unreadable or invalid manifest, or the old shard format.
     """
-    if "train" not in splits:
-        raise DataError(None, f"splits must include 'train', got {sorted(splits)}")
-    arrays = {name: _validated(name, split) for name, split in splits.items()}
-    shapes = {name: a[0].shape[1:] for name, a in arrays.items()}
-    if len(set(shapes.values())) != 1:
-        raise DataError(None, f"splits disagree on [C, *spatial]: {shapes}")
-    channels, *spatial = next(iter(shapes.values()))
-    if shard_size is not None and shard_size < 1:
-        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
-    sample_bytes = (4 * channels + 1) * int(np.prod(spatial))  # float32 image + uint8 mask
-    per_shard = shard_size or max(1, int(shard_size_mb * 2**20 // sample_bytes))
-    mean, std = _norm_stats(arrays["train"][0])  # fails on an empty train split before writing
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    shards = {name: _write_split(out, name, *a, per_shard) for name, a in arrays.items()}
-    labels = sorted(set().union(*(np.unique(a[1]).tolist() for a in arrays.values())))
-    manifest = Manifest(
-        spatial_dims=len(spatial),
-        in_channels=channels,
-        spatial_shape=tuple(spatial),
-        labels=tuple(labels),
-        mean=mean,
-        std=std,
-        splits=shards,
-        meta=dict(meta or {}),
-    )
-    text = json.dumps(manifest.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
-    _atomic_write(out / MANIFEST, lambda f: f.write(text.encode()))
-    _remove_stale(out, manifest)
-    return manifest
-
-
-def _write_split(
-    out: Path, name: str, images: np.ndarray, masks: np.ndarray, stems: np.ndarray, per_shard: int
-) -> tuple[Shard, ...]:
-    """Write one split as ``<name>-<k:05d>.npz`` shards; an empty split gets one empty shard."""
-    written = []
-    for k, start in enumerate(range(0, max(len(images), 1), per_shard)):
-        part = slice(start, start + per_shard)
-        path = out / f"{name}-{k:05d}.npz"
-        _write_npz(path, {"images": images[part], "masks": masks[part], "stems": stems[part]})
-        digest, size = sha256_file(path), path.stat().st_size
-        written.append(Shard(file=path.name, count=len(images[part]), sha256=digest, bytes=size))
-    return tuple(written)
-
-
-def _remove_stale(out: Path, manifest: Manifest) -> None:
-    """Delete shards left by an earlier, larger write (only after the new manifest exists)."""
-    keep = {shard.file for shards in manifest.splits.values() for shard in shards}
-    for path in out.glob("*-[0-9][0-9][0-9][0-9][0-9].npz"):
-        if path.name not in keep:
-            path.unlink()
-
-
-def read_manifest(data_dir: str | Path) -> Manifest:
-    """Read and validate ``data_dir/manifest.json``.
-
-    Raises:
-        DataError: missing, unreadable or invalid manifest.
-    """
-    path = Path(data_dir) / MANIFEST
+    path = st.join(root, MANIFEST)
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(st.read_text(path, options))
     except FileNotFoundError:
-        raise DataError(path, "manifest not found; is this a prepared data set folder?") from None
+        raise DataError(path, "manifest not found; is this a prepared data set?") from None
     except (OSError, ValueError) as err:
         raise DataError(path, f"cannot read manifest ({type(err).__name__}: {err})") from err
+    version = raw.get("format_version") if isinstance(raw, dict) else None
+    if version == 1:
+        raise DataError(path, f"is the old shard format (format_version 1); {REPREPARE}")
+    if version != FORMAT_VERSION:
+        raise DataError(path, f"format_version {version}, this code reads {FORMAT_VERSION}")
     try:
-        manifest = Manifest.model_validate(raw)
+        return Manifest.model_validate(raw)
     except ValidationError as err:
         first = err.errors()[0]
         raise DataError(
             path, f"invalid manifest: {'.'.join(map(str, first['loc']))}: {first['msg']}"
         ) from err
-    if manifest.format_version != FORMAT_VERSION:
-        raise DataError(
-            path, f"format_version {manifest.format_version}, this code reads {FORMAT_VERSION}"
-        )
-    return manifest
 
 
-def verify_shards(data_dir: str | Path, split: str | None = None) -> None:
-    """Check the sha256 of every shard (of ``split``, or all) against the manifest.
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a local file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def content_sha256(image: np.ndarray, mask: np.ndarray) -> str:
+    """Hash of what a case holds (dtype, shapes, bytes), independent of chunks and codecs."""
+    digest = hashlib.sha256()
+    digest.update(f"{image.dtype.str}|{image.shape}|{mask.shape}\0".encode())
+    digest.update(np.ascontiguousarray(image).tobytes())
+    digest.update(np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
+    return digest.hexdigest()
+
+
+class PreparedStore:
+    """Read access to a prepared data set; arrays open lazily and fetch chunks on slicing.
+
+    Args:
+        root: local folder or URI (``s3://bucket/prefix``).
+        options: fsspec storage options for a URI, e.g.
+            ``{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}``; None takes
+            the endpoint from ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``.
+    """
+
+    def __init__(self, root: st.Location, options: st.StorageOptions = None) -> None:
+        self.root = st.normalise(root)
+        self.options = st.resolve_options(self.root, options)
+        self.manifest = read_manifest(self.root, self.options)
+        self._cases = {case.stem: case for case in self.manifest.cases}
+        self._handles: OrderedDict[tuple[str, str], Any] = OrderedDict()
+
+    def __getstate__(self) -> dict:
+        # Array handles hold event-loop state: each process opens its own.
+        return {**self.__dict__, "_handles": OrderedDict()}
+
+    def _open(self, stem: str, name: str) -> Any:
+        # Opening reads the array's metadata (a request on S3, ~10 ms locally): keep the
+        # most recent handles, not the data, so a case's chunks cost one request each.
+        key = (stem, name)
+        if key in self._handles:
+            self._handles.move_to_end(key)
+            return self._handles[key]
+        import zarr
+
+        where = st.join(case_dir(self.root, stem), name)
+        try:
+            if self.options is None:
+                handle = zarr.open_array(store=where, mode="r")
+            else:
+                handle = zarr.open_array(store=where, mode="r", storage_options=self.options)
+        except Exception as err:  # missing or unreadable metadata: name the array
+            raise DataError(where, f"cannot open array ({type(err).__name__}: {err})") from err
+        self._handles[key] = handle
+        if len(self._handles) > OPEN_HANDLES:
+            self._handles.popitem(last=False)
+        return handle
+
+    def case(self, stem: str) -> Case:
+        """The manifest record of ``stem`` (constant time)."""
+        if stem not in self._cases:
+            raise KeyError(f"no case {stem!r} in {self.root}")
+        return self._cases[stem]
+
+    def image(self, stem: str) -> Any:
+        """The zarr array ``[C, *spatial]`` of a case (native dtype)."""
+        return self._open(stem, "image")
+
+    def mask(self, stem: str) -> Any:
+        """The zarr array ``[*spatial]`` uint8 of a case."""
+        return self._open(stem, "mask")
+
+    def read(self, stem: str, window: tuple[slice, ...] | None = None) -> tuple[np.ndarray, ...]:
+        """``(image [C, *w], mask [*w])`` of a window (None: the whole case)."""
+        window = window or (slice(None),) * self.manifest.spatial_dims
+        try:
+            return self.image(stem)[(slice(None), *window)], self.mask(stem)[window]
+        except DataError:
+            raise
+        except Exception as err:  # a chunk failing its crc32c, a truncated object
+            where = case_dir(self.root, stem)
+            problem = f"cannot read case ({type(err).__name__}: {err}); {REPREPARE}"
+            raise DataError(where, problem) from err
+
+    def load_case(self, stem: str, verify: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """A whole case; with ``verify`` its content hash is checked against the manifest."""
+        image, mask = self.read(stem)
+        if verify:
+            expected = self.case(stem).sha256
+            if content_sha256(image, mask) != expected:
+                raise DataError(
+                    case_dir(self.root, stem),
+                    f"content sha256 differs from the manifest ({expected[:12]}...): the case "
+                    f"changed after preparation; {REPREPARE} or `dvc pull`",
+                )
+        return image, mask
+
+
+def verify_cases(
+    root: st.Location, split: str | None = None, options: st.StorageOptions = None
+) -> None:
+    """Check the content sha256 of every case (of ``split``, or all) against the manifest.
 
     Raises:
-        DataError: a missing shard, or one whose contents changed since it was written.
+        DataError: a missing case, or one whose contents changed since it was written.
     """
-    data_dir = Path(data_dir)
-    manifest = read_manifest(data_dir)
-    for name in [split] if split is not None else sorted(manifest.splits):
-        for shard in manifest.shards(name):
-            path = data_dir / shard.file
-            if not path.is_file():
-                raise DataError(path, "shard listed in the manifest is missing")
-            digest = sha256_file(path)
-            if digest != shard.sha256:
-                raise DataError(
-                    path,
-                    f"sha256 mismatch (manifest {shard.sha256[:12]}..., file {digest[:12]}...): "
-                    "the shard is corrupt or changed after preparation; re-run prepare or `dvc pull`",
-                )
-
-
-def read_shard(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Load one shard: ``(images, masks, stems)``; a broken file becomes `DataError`."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return npz["images"], npz["masks"], npz["stems"]
-    except FileNotFoundError:
-        raise DataError(path, "shard listed in the manifest is missing") from None
-    except Exception as err:  # zip/npy parse failures: the file is corrupt
-        raise DataError(path, f"cannot read shard ({type(err).__name__}: {err})") from err
+    data = PreparedStore(root, options)
+    stems = data.manifest.stems(split) if split else [c.stem for c in data.manifest.cases]
+    for stem in stems:
+        data.load_case(stem, verify=True)
 
 
 def normalize(images: np.ndarray, manifest: Manifest) -> np.ndarray:
-    """``(images - mean) / std`` per channel; images ``[..., C, *spatial]`` float32."""
+    """``(images - mean) / std`` per channel as float32; images ``[..., C, *spatial]``."""
     shape = (-1,) + (1,) * manifest.spatial_dims
     mean = np.asarray(manifest.mean, dtype=np.float32).reshape(shape)
     std = np.asarray(manifest.std, dtype=np.float32).reshape(shape)
-    return (images - mean) / std
+    return (images.astype(np.float32, copy=False) - mean) / std
 
 
 def load_split(
-    data_dir: str | Path, split: str, normalize_images: bool = False, verify: bool = False
+    root: st.Location, split: str, normalize_images: bool = False, verify: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Load a whole split into memory.
-
-    Args:
-        data_dir: a folder written by `write_prepared`.
-        split: e.g. ``"train"``.
-        normalize_images: apply the manifest's train mean/std.
-        verify: check shard checksums first.
+    """Load a whole split of same-shape cases into memory (small sets, tests, reports).
 
     Returns:
         ``(images float32 [N, C, *spatial], masks uint8 [N, *spatial])``.
     """
-    images, masks, _ = load_split_with_stems(data_dir, split, normalize_images, verify)
+    images, masks, _ = load_split_with_stems(root, split, normalize_images, verify)
     return images, masks
 
 
 def load_split_with_stems(
-    data_dir: str | Path, split: str, normalize_images: bool = False, verify: bool = False
+    root: st.Location, split: str, normalize_images: bool = False, verify: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """As `load_split`, plus the stems ``[N]`` (unicode)."""
-    data_dir = Path(data_dir)
-    manifest = read_manifest(data_dir)
-    shards = manifest.shards(split)
-    if verify:
-        verify_shards(data_dir, split)
-    parts = [read_shard(data_dir / shard.file) for shard in shards]
-    images, masks, stems = (np.concatenate([p[i] for p in parts]) for i in range(3))
+    """As `load_split`, plus the stems ``[N]`` (unicode).
+
+    Raises:
+        DataError: the split's cases differ in shape (read them one by one with
+            `PreparedStore.load_case` instead).
+    """
+    data = PreparedStore(root)
+    manifest = data.manifest
+    stems = manifest.stems(split)
+    shapes = sorted({manifest.case(s).shape for s in stems})
+    if len(shapes) > 1:
+        raise DataError(
+            data.root, f"split {split!r} has cases of shapes {shapes[:3]}; read them one by one"
+        )
+    pairs = [data.load_case(stem, verify) for stem in stems]
+    spatial = shapes[0] if shapes else (0,) * manifest.spatial_dims
+    images = np.zeros((len(pairs), manifest.in_channels, *spatial), np.float32)
+    masks = np.zeros((len(pairs), *spatial), np.uint8)
+    for k, (image, mask) in enumerate(pairs):
+        images[k], masks[k] = image, mask
     if normalize_images:
         images = normalize(images, manifest)
-    return images, masks, stems
+    return images, masks, np.asarray(stems, dtype=np.str_)

@@ -56,5 +56,11 @@ class TrainConfig(_Frozen):
     accumulate_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
     seed: int = 0
     loader_workers: int = Field(0, ge=0, description="torch DataLoader worker processes")
+    steps_per_epoch: int | None = Field(
+        None,
+        ge=1,
+        description="patch training: batches per worker per epoch; None: about one patch "
+        "per train case per epoch over all workers",
+    )
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     log_every_steps: int = Field(0, ge=0, description="0: log per epoch only")

@@ -23,6 +23,8 @@ from unet_core.engine.results import EpochResult, FitResult
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Augment = Callable[[torch.Tensor, torch.Tensor], Batch]
+# (model, images [B, C, *spatial]) -> logits; e.g. a sliding window over whole cases
+Infer = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -154,6 +156,7 @@ def evaluate(
     loss_fn: nn.Module | None = None,
     amp: str = "off",
     prefix: str = "val_",
+    infer: Infer | None = None,
 ) -> dict[str, float]:
     """Global metrics over `loader` (all workers' sums are reduced before dividing).
 
@@ -162,6 +165,8 @@ def evaluate(
 
     Args:
         accumulator: a `unet_core.metrics.MetricAccumulator`; it is reset first.
+        infer: how to get logits (default: ``model(images)``); patch-trained models
+            evaluate whole cases through a sliding window.
     """
     sync_buffers(model)
     model.eval()
@@ -171,7 +176,7 @@ def evaluate(
     for batch in loader:
         images, masks = _to_device(batch, device, channels_last=False)
         with _autocast(device, dtype):
-            logits = model(images)
+            logits = model(images) if infer is None else infer(model, images)
         logits = logits.float()
         accumulator.update(logits, masks)
         if loss_fn is not None:
@@ -215,13 +220,15 @@ class Trainer:
     augment: Callable[[torch.Tensor, torch.Tensor, torch.Generator], Batch] | None = None
     generator: torch.Generator | None = None
     hooks: Hooks | None = None
+    infer: Infer | None = None  # validation logits; None: model(images)
 
     def one_epoch(self, epoch: int) -> dict[str, float]:
         """Train one epoch, then validate; returns `train_*` and `val_*` metrics."""
         for loader in (self.train_loader, self.val_loader):
-            sampler = getattr(loader, "sampler", None)
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch)  # a new shuffle per epoch, the same on every rank
+            # A new shuffle (sampler) or new patches (streaming dataset) per epoch.
+            for part in (getattr(loader, "sampler", None), getattr(loader, "dataset", None)):
+                if hasattr(part, "set_epoch"):
+                    part.set_epoch(epoch)
         augment = None
         if self.augment is not None:
             aug, gen = self.augment, self.generator
@@ -246,6 +253,7 @@ class Trainer:
                 device=self.device,
                 loss_fn=self.loss_fn,
                 amp=self.cfg.amp,
+                infer=self.infer,
             )
         )
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]

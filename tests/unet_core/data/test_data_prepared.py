@@ -13,12 +13,15 @@ import torch
 from unet_core.data import (
     DataError,
     PreparedDataset,
+    PreparedStore,
     generate_synthetic,
     load_split,
     load_split_with_stems,
     read_manifest,
     split_indices,
-    verify_shards,
+    verify_cases,
+    write_case,
+    write_manifest,
     write_prepared,
 )
 
@@ -39,67 +42,118 @@ def _splits(arrays: tuple[np.ndarray, np.ndarray, list[str]]) -> dict:
 
 
 def _digests(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_round_trip_and_manifest(tmp_path: Path, arrays: tuple) -> None:
     splits = _splits(arrays)
-    manifest = write_prepared(tmp_path, splits, shard_size=4, meta={"source": "synthetic"})
+    manifest = write_prepared(tmp_path, splits, meta={"source": "synthetic"}, chunks=(8, 8))
     assert manifest == read_manifest(tmp_path)
     assert (manifest.spatial_dims, manifest.in_channels, manifest.spatial_shape) == (2, 2, (16, 20))
     assert manifest.labels == (0, 1) and manifest.meta == {"source": "synthetic"}
-    assert len(manifest.shards("train")) == 6  # 22 samples, 4 per shard
     for name, (images, masks, stems) in splits.items():
         got_images, got_masks, got_stems = load_split_with_stems(tmp_path, name, verify=True)
         assert np.array_equal(got_images, images) and np.array_equal(got_masks, masks)
-        assert got_stems.tolist() == stems and manifest.count(name) == len(stems)
+        assert sorted(got_stems.tolist()) == sorted(stems) and manifest.count(name) == len(stems)
     train = splits["train"][0]
     assert np.allclose(manifest.mean, train.mean(axis=(0, 2, 3)), rtol=1e-5)
     assert np.allclose(manifest.std, train.std(axis=(0, 2, 3)), rtol=1e-4)
-    for shard in manifest.shards("val"):
-        assert hashlib.sha256((tmp_path / shard.file).read_bytes()).hexdigest() == shard.sha256
+    store = PreparedStore(tmp_path)
+    stem = manifest.stems("val")[0]
+    assert store.image(stem).chunks == (2, 8, 8) and store.mask(stem).dtype == np.uint8
+    case = manifest.case(stem)
+    assert case.spacing == (1.0, 1.0) and np.array_equal(case.affine, np.eye(3))
+    mask = store.mask(stem)[:]
+    for location in case.foreground["1"]:
+        assert mask[tuple(location)] == 1  # the oversampling sample is real foreground
+
+
+def test_manifest_hash_is_the_data_version(tmp_path: Path, arrays: tuple) -> None:
+    first = write_prepared(tmp_path / "a", _splits(arrays)).version()
+    assert write_prepared(tmp_path / "b", _splits(arrays)).version() == first
+    images, masks, stems = arrays
+    changed = images.copy()
+    changed[3, 0, 5, 5] += 0.25  # one voxel of one case
+    assert write_prepared(tmp_path / "c", _splits((changed, masks, stems))).version() != first
 
 
 def test_rewriting_the_same_data_is_byte_identical(tmp_path: Path, arrays: tuple) -> None:
-    write_prepared(tmp_path / "a", _splits(arrays), shard_size=8)
-    write_prepared(tmp_path / "b", _splits(arrays), shard_size=8)
+    write_prepared(tmp_path / "a", _splits(arrays))
+    write_prepared(tmp_path / "b", _splits(arrays))
     first = _digests(tmp_path / "a")
     assert first == _digests(tmp_path / "b")
-    write_prepared(tmp_path / "a", _splits(arrays), shard_size=8)
+    write_prepared(tmp_path / "a", _splits(arrays))
     assert _digests(tmp_path / "a") == first  # in place too; no temp files left behind
 
 
-def test_shard_size_mb_and_stale_shards(tmp_path: Path, arrays: tuple) -> None:
-    per_sample_mb = (2 * 4 + 1) * 16 * 20 / 2**20
-    manifest = write_prepared(tmp_path, _splits(arrays), shard_size_mb=5 * per_sample_mb)
-    assert [s.count for s in manifest.shards("train")] == [5, 5, 5, 5, 2]  # 22 train samples
-    write_prepared(tmp_path, _splits(arrays), shard_size=100)
-    assert sorted(p.name for p in tmp_path.glob("train-*.npz")) == ["train-00000.npz"]
+def test_cases_keep_their_shape_dtype_and_geometry(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    shapes = [(10, 12, 14), (16, 9, 11), (8, 8, 20)]
+    cases = []
+    for k, shape in enumerate(shapes):
+        image = rng.integers(-1000, 2000, (1, *shape)).astype(np.int16)  # CT-like
+        mask = (rng.random(shape) > 0.8).astype(np.uint8) * (k + 1)
+        affine = np.diag([0.5 * (k + 1), 1.0, 2.5, 1.0])
+        split = "train" if k < 2 else "val"
+        cases.append(
+            write_case(tmp_path, f"c{k}", split, image, mask, (0.5 * (k + 1), 1.0, 2.5), affine)
+        )
+    manifest = write_manifest(tmp_path, cases)
+    store = PreparedStore(tmp_path)
+    for k, shape in enumerate(shapes):
+        image, mask = store.load_case(f"c{k}", verify=True)
+        assert image.dtype == np.int16 and image.shape == (1, *shape) and mask.shape == shape
+        assert manifest.case(f"c{k}").spacing == (0.5 * (k + 1), 1.0, 2.5)
+    assert manifest.labels == (0, 1, 2, 3) and not manifest.uniform_shape
+    window = store.read("c1", (slice(2, 6), slice(0, 4), slice(3, 9)))
+    assert window[0].shape == (1, 4, 4, 6) and window[1].shape == (4, 4, 6)
+    with pytest.raises(DataError, match="shapes"):
+        load_split(tmp_path, "train")  # a stacked split needs one shape
 
 
-def test_verify_names_the_corrupt_shard(tmp_path: Path, arrays: tuple) -> None:
-    manifest = write_prepared(tmp_path, _splits(arrays), shard_size=8)
-    shard = tmp_path / manifest.shards("train")[1].file
-    data = bytearray(shard.read_bytes())
-    data[len(data) // 2] ^= 0xFF  # flip bits inside the image payload
-    shard.write_bytes(bytes(data))
-    with pytest.raises(DataError, match=r"train-00001\.npz: cannot read shard"):
-        load_split(tmp_path, "train")  # unverified: the zip CRC still catches it on read
-    with pytest.raises(DataError, match=r"train-00001\.npz: sha256 mismatch"):
-        load_split(tmp_path, "train", verify=True)
-    with pytest.raises(DataError, match="sha256 mismatch"):
+def test_stale_cases_are_removed(tmp_path: Path, arrays: tuple) -> None:
+    write_prepared(tmp_path, _splits(arrays))
+    images, masks, stems = arrays
+    write_prepared(tmp_path, {"train": (images[:5], masks[:5], stems[:5])})
+    assert sorted(p.name for p in (tmp_path / "cases").iterdir()) == [
+        f"{s}.zarr" for s in stems[:5]
+    ]
+
+
+def test_verify_names_the_changed_or_corrupt_case(tmp_path: Path, arrays: tuple) -> None:
+    manifest = write_prepared(tmp_path, _splits(arrays))
+    stem = manifest.stems("train")[1]
+    image, mask = PreparedStore(tmp_path).load_case(stem)
+    write_case(tmp_path, stem, "train", image + 1, mask)  # valid arrays, other content
+    with pytest.raises(DataError, match=rf"{stem}\.zarr: content sha256 differs"):
+        verify_cases(tmp_path, "train")
+    with pytest.raises(DataError, match="sha256 differs"):
         PreparedDataset(tmp_path, "train", verify=True)
-    verify_shards(tmp_path, "val")  # other splits are intact
+    verify_cases(tmp_path, "val")  # other splits are intact
+    chunk = next(
+        p
+        for p in (tmp_path / "cases" / f"{stem}.zarr" / "image").rglob("*")
+        if p.is_file() and p.name != "zarr.json"
+    )
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # flip bits inside a compressed chunk
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=rf"{stem}\.zarr: cannot read case"):
+        load_split(tmp_path, "train")  # unverified: the chunk's crc32c still catches it
 
 
-def test_truncated_or_missing_shards_fail_clearly(tmp_path: Path, arrays: tuple) -> None:
-    manifest = write_prepared(tmp_path, _splits(arrays), shard_size=8)
-    (tmp_path / manifest.shards("val")[0].file).write_bytes(b"not a zip")
-    with pytest.raises(DataError, match=r"val-00000\.npz: cannot read shard"):
-        load_split(tmp_path, "val")
-    (tmp_path / manifest.shards("test")[0].file).unlink()
-    with pytest.raises(DataError, match="missing"):
-        verify_shards(tmp_path)
+def test_missing_case_fails_clearly(tmp_path: Path, arrays: tuple) -> None:
+    manifest = write_prepared(tmp_path, _splits(arrays))
+    stem = manifest.stems("test")[0]
+    import shutil
+
+    shutil.rmtree(tmp_path / "cases" / f"{stem}.zarr")
+    with pytest.raises(DataError, match=rf"{stem}\.zarr"):
+        verify_cases(tmp_path)
 
 
 def test_manifest_errors(tmp_path: Path, arrays: tuple) -> None:
@@ -113,6 +167,13 @@ def test_manifest_errors(tmp_path: Path, arrays: tuple) -> None:
         read_manifest(tmp_path)
     (tmp_path / "manifest.json").write_text("{")
     with pytest.raises(DataError, match="cannot read manifest"):
+        read_manifest(tmp_path)
+
+
+def test_old_shard_format_says_how_to_reprepare(tmp_path: Path) -> None:
+    old = {"format_version": 1, "spatial_dims": 2, "splits": {"train": []}}
+    (tmp_path / "manifest.json").write_text(json.dumps(old))
+    with pytest.raises(DataError, match=r"old shard format.*unetflow data prepare.*dvc repro"):
         read_manifest(tmp_path)
 
 
@@ -130,7 +191,11 @@ def test_write_refuses_bad_splits(tmp_path: Path, arrays: tuple) -> None:
         write_prepared(tmp_path, {"train": (images[:0], masks[:0], [])})
     with pytest.raises(DataError, match="disagree"):
         write_prepared(
-            tmp_path, {"train": (images, masks, stems), "val": (images[:, :1], masks, stems)}
+            tmp_path,
+            {
+                "train": (images, masks, stems),
+                "val": (images[:, :1], masks, [f"v{s}" for s in stems]),
+            },
         )
     with pytest.raises(DataError, match="not integer labels"):
         write_prepared(tmp_path, {"train": (images, masks * 0.5, stems)})

@@ -1,0 +1,98 @@
+"""Prepare cases in parallel: each job reads one case, checks it and writes its arrays.
+
+A job names where its case comes from (two files of a folder, one row of the ingested
+raw area, or arrays already in memory); the worker process reads it, writes it with
+`write_case` to a folder or straight to ``s3://bucket/prefix`` and returns the `Case`
+record. Peak memory is a few cases per process, whatever the size of the data set; the
+manifest is written last, by the caller.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from unet_core.data import Case, Sample, load_pair, read_geometry, write_case
+
+
+@dataclass(frozen=True)
+class FileJob:
+    """One image/mask file pair of a folder."""
+
+    stem: str
+    split: str
+    sample: Sample
+    spatial_dims: int
+    in_channels: int | None = None
+
+    def load(self) -> tuple[np.ndarray, np.ndarray, tuple[float, ...], np.ndarray]:
+        image, mask = load_pair(self.sample, self.spatial_dims, self.in_channels, keep_dtype=True)
+        spacing, affine = read_geometry(self.sample.image_path, self.spatial_dims)
+        return image, mask, spacing, affine
+
+
+@dataclass(frozen=True)
+class RawJob:
+    """Row `index` of the raw area's `images.npy` / `masks.npy`, memory-mapped."""
+
+    stem: str
+    split: str
+    raw: Path
+    index: int
+
+    def load(self) -> tuple[np.ndarray, np.ndarray, None, None]:
+        images = np.load(self.raw / "images.npy", mmap_mode="r", allow_pickle=False)
+        masks = np.load(self.raw / "masks.npy", mmap_mode="r", allow_pickle=False)
+        return np.array(images[self.index]), np.array(masks[self.index]), None, None
+
+
+@dataclass(frozen=True)
+class ArrayJob:
+    """A case already in memory (generated data)."""
+
+    stem: str
+    split: str
+    image: np.ndarray
+    mask: np.ndarray
+
+    def load(self) -> tuple[np.ndarray, np.ndarray, None, None]:
+        return self.image, self.mask, None, None
+
+
+Job = FileJob | RawJob | ArrayJob
+
+
+def run_job(job: Job, out: str, chunks: Sequence[int] | None, options: dict | None) -> Case:
+    """Read, check and write one case (in a worker process); returns its record."""
+    image, mask, spacing, affine = job.load()
+    return write_case(out, job.stem, job.split, image, mask, spacing, affine, chunks, options)
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    out: str,
+    workers: int,
+    chunks: Sequence[int] | None = None,
+    options: dict | None = None,
+) -> list[Case]:
+    """Write every job's case with `workers` processes (1: in this process), in job order.
+
+    Worker processes are spawned, not forked: zarr and s3fs run an event loop on a
+    background thread, and a fork taken while it runs can deadlock the child.
+    """
+    if workers <= 1 or len(jobs) <= 1:
+        return [run_job(job, out, chunks, options) for job in jobs]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [pool.submit(run_job, job, out, chunks, options) for job in jobs]
+        return [f.result() for f in futures]
