@@ -36,32 +36,50 @@ class _Frozen(BaseModel):
 
 
 class DataConfig(_Frozen):
+    """Which prepared data set to train on, and how to augment it."""
+
+    model_config = ConfigDict(title="Data")
+
     path: str = Field(
         "data/prepared",
         description="prepared data set (manifest.json + shards), relative to the project folder",
     )
     version: str | None = Field(
-        None, description="expected data version (DVC md5 of the prepared data); None: any"
+        None, description="expected data version (DVC md5 of the prepared data); none: any"
     )
-    augment: AugmentConfig = AugmentConfig()
+    augment: AugmentConfig = Field(
+        AugmentConfig(), description="random transforms of the training samples"
+    )
 
 
 class ScalingSettings(_Frozen):
+    """How many Ray Train workers, and what each one holds."""
+
+    model_config = ConfigDict(title="Scaling (Ray Train)")
+
     num_workers: int = Field(2, ge=1, description="Ray Train workers (data-parallel ranks)")
-    use_gpu: bool = False
-    cpus_per_worker: float = Field(1, gt=0)
-    gpus_per_worker: float = Field(1, ge=0, description="used when use_gpu is true")
+    use_gpu: bool = Field(False, description="one or more GPUs per worker")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker")
+    gpus_per_worker: float = Field(
+        1, ge=0, description="GPUs per worker, used when use_gpu is true"
+    )
     resources_per_worker: dict[str, float] = Field(
         default_factory=dict, description="extra custom resources, e.g. {'trainer_node': 1}"
     )
-    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="Ray placement group strategy of the workers"
+    )
 
 
 class CheckpointSettings(_Frozen):
+    """Where checkpoints go and how failures resume from them."""
+
+    model_config = ConfigDict(title="Checkpoints")
+
     storage_path: str | None = Field(
         None,
         description="Ray Train storage: a folder or s3://bucket/prefix; "
-        "None: <project>/.unetflow/ray_results",
+        "none: .unetflow/ray_results in the project folder",
     )
     num_to_keep: int = Field(2, ge=1, description="best checkpoints kept (the latest is kept too)")
     max_failures: int = Field(
@@ -70,29 +88,42 @@ class CheckpointSettings(_Frozen):
 
 
 class TrackingSettings(_Frozen):
-    experiment: str = "unetflow"
-    registered_model: str = "unet-seg"
-    champion_alias: str = "champion"
+    """Where MLflow records the run and how the model is registered."""
+
+    model_config = ConfigDict(title="Tracking (MLflow)")
+
+    experiment: str = Field("unetflow", description="MLflow experiment of the run")
+    registered_model: str = Field("unet-seg", description="MLflow registered model name")
+    champion_alias: str = Field("champion", description="alias of the serving version")
     min_dice: float = Field(
         0.5, ge=0, le=1, description="test Dice a first version needs to become champion"
     )
 
 
+# The quick-run / CLI architecture: small enough to train on a laptop CPU.
+DEFAULT_MODEL = get_model_config("unet", base_channels=16, depth=3)
+
+
 class ExperimentConfig(_Frozen):
     """One training run: data, model, loss, optimisation, scaling, checkpoints, tracking."""
 
+    model_config = ConfigDict(title="Experiment")
+
     name: str = Field("unet-seg", pattern=r"^[A-Za-z0-9_.-]+$", description="run name prefix")
-    data: DataConfig = DataConfig()
-    model: ModelConfig = Field(
-        default_factory=lambda: get_model_config("unet", base_channels=16, depth=3)
+    data: DataConfig = Field(DataConfig(), description="data set and augmentation")
+    # A value default, not a default_factory: the parameter schema (the UI form) shows it.
+    model: ModelConfig = Field(DEFAULT_MODEL, description="architecture")
+    loss: LossConfig = Field(LossConfig(), description="loss function")
+    optim: OptimConfig = Field(OptimConfig(), description="optimizer")
+    scheduler: SchedulerConfig = Field(SchedulerConfig(), description="learning-rate schedule")
+    train: TrainConfig = Field(TrainConfig(), description="training loop and early stopping")
+    scaling: ScalingSettings = Field(ScalingSettings(), description="Ray Train workers")
+    checkpoint: CheckpointSettings = Field(
+        CheckpointSettings(), description="checkpoint storage and fault tolerance"
     )
-    loss: LossConfig = LossConfig()
-    optim: OptimConfig = OptimConfig()
-    scheduler: SchedulerConfig = SchedulerConfig()
-    train: TrainConfig = TrainConfig()
-    scaling: ScalingSettings = ScalingSettings()
-    checkpoint: CheckpointSettings = CheckpointSettings()
-    tracking: TrackingSettings = TrackingSettings()
+    tracking: TrackingSettings = Field(
+        TrackingSettings(), description="MLflow experiment and registry"
+    )
 
     @field_validator("model", mode="before")
     @classmethod
