@@ -211,6 +211,14 @@ def flatten(config: BaseModel, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def tracked_params(cfg: ExperimentConfig) -> dict[str, str]:
+    """`flatten(cfg)` as the run used it: no GPUs per worker when use_gpu is off."""
+    params = flatten(cfg)
+    if not cfg.scaling.use_gpu:
+        params["scaling.gpus_per_worker"] = "0"
+    return params
+
+
 def _flatten_into(out: dict[str, str], key: str, value: Any) -> None:
     if isinstance(value, dict) and value:
         for k, v in value.items():

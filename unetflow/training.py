@@ -26,7 +26,7 @@ from unet_core.models import create_model
 from unet_core.package import InferenceSpec, load_package, save_package
 from unetflow import datasets, evaluation, plots, tracking
 from unetflow.builders import make_accumulator
-from unetflow.config import ExperimentConfig, flatten
+from unetflow.config import ExperimentConfig, tracked_params
 from unetflow.ray_train import fit_with_ray
 
 PER_IMAGE_ARTIFACT = "evaluation/test_per_image.json"
@@ -138,7 +138,8 @@ def train_and_register(
     with tracking.tracked_run(
         experiment_id=experiment_id, run_name=name, tags=tags, log_system_metrics=True
     ) as run:
-        mlflow.log_params(tracking.redact_all(flatten(cfg)))
+        mlflow.log_params(tracking.redact_all(tracked_params(cfg)))
+        tracking.log_dataset(data_dir, data_version)
         config_yaml = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
         mlflow.log_text(tracking.redact(config_yaml), tracking.CONFIG_ARTIFACT)
         outcome = fit_with_ray(
@@ -154,12 +155,16 @@ def train_and_register(
             package = _package(cfg, weights, data_dir, Path(tmp))
             test = evaluate_test(cfg, weights, package, data_dir)
             test_metrics = test.metrics
-            mlflow.log_metrics(test_metrics)
-            mlflow.log_metric("best_epoch", float(outcome.best_metrics.get("epoch", -1)))
             _log_artifacts(cfg, package, data_dir, run.info.run_id, Path(tmp), test.prediction)
-            model_uri = tracking.log_model(
-                package, test.example, cfg.model.in_channels, cfg.model.spatial_dims
+            best_epoch = int(outcome.best_metrics["epoch"])
+            model = tracking.log_model(
+                package, test.example, cfg.model.in_channels, cfg.model.spatial_dims, best_epoch
             )
+            # Logged with the model's id: the run and the model page both show them.
+            mlflow.log_metrics(
+                {**test_metrics, "best_epoch": float(best_epoch)}, model_id=model.model_id
+            )
+            model_uri = model.model_uri
         dice = test_metrics.get("test_dice", float("nan"))
         reg = tracking.register(
             model_uri,
