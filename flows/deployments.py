@@ -12,9 +12,12 @@ from uuid import UUID
 from prefect import Flow, serve
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.deployments.runner import RunnerDeployment
 from prefect.exceptions import ObjectAlreadyExists
+from prefect.utilities.callables import ParameterSchema
 
 from flows import DEFAULT_POOL
+from flows.form_schema import form_schema
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,6 +51,21 @@ def _parameters(project_dir: Path) -> dict:
     return {"params": {"project_dir": str(project_dir.resolve())}}
 
 
+def _deployment(flow: Flow, spec: DeploymentSpec, project_dir: Path, **kwargs) -> RunnerDeployment:
+    deployment = flow.to_deployment(
+        name=spec.name,
+        cron=spec.cron,
+        parameters=_parameters(project_dir),
+        description=spec.description,
+        tags=["unetflow"],
+        **kwargs,
+    )
+    # Prefect offers no argument for the schema; its own (class defaults in the nested
+    # definitions) makes the form show and submit other values than the flow's defaults.
+    deployment._parameter_openapi_schema = ParameterSchema(**form_schema(flow.fn))
+    return deployment
+
+
 def ensure_work_pool(name: str) -> None:
     """Create a process work pool `name` unless it exists."""
     with get_client(sync_client=True) as client, contextlib.suppress(ObjectAlreadyExists):
@@ -62,14 +80,7 @@ def deploy_all(project_dir: Path, pool: str = DEFAULT_POOL) -> list[UUID]:
         source = Flow.from_source(
             source=str(REPO_ROOT), entrypoint=f"flows/pipeline.py:{spec.flow}"
         )
-        deployment = source.to_deployment(
-            name=spec.name,
-            cron=spec.cron,
-            parameters=_parameters(project_dir),
-            description=spec.description,
-            tags=["unetflow"],
-            work_pool_name=pool,
-        )
+        deployment = _deployment(source, spec, project_dir, work_pool_name=pool)
         # RunnerDeployment.apply, not Flow.deploy: the latter lists the pool's workers
         # with a request that prefect 3.8's own server rejects (422, limit=None).
         ids.append(deployment.apply(work_pool_name=pool))
@@ -81,14 +92,5 @@ def deploy_all(project_dir: Path, pool: str = DEFAULT_POOL) -> list[UUID]:
 
 def serve_all(project_dir: Path) -> None:
     """Serve every deployment from this process until interrupted."""
-    deployments = [
-        _load(spec).to_deployment(
-            name=spec.name,
-            cron=spec.cron,
-            parameters=_parameters(project_dir),
-            description=spec.description,
-            tags=["unetflow"],
-        )
-        for spec in DEPLOYMENTS
-    ]
+    deployments = [_deployment(_load(spec), spec, project_dir) for spec in DEPLOYMENTS]
     serve(*deployments)

@@ -1,4 +1,8 @@
-"""Typed flow parameters: the Prefect UI renders each as a form with defaults and checks."""
+"""Typed flow parameters: the Prefect UI renders each as a form with defaults and checks.
+
+Every default is a value, not a `default_factory`: only values reach the parameter
+schema, and the form shows what the schema says.
+"""
 
 from __future__ import annotations
 
@@ -7,52 +11,74 @@ from pydantic import BaseModel, ConfigDict, Field
 from tune.search_config import SearchConfig
 from unetflow.config import ExperimentConfig, TrackingSettings
 
+PROJECT_DIR = Field(".", description="project folder: dvc.yaml, params.yaml, data and runs")
+
 
 class _Params(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class DataPrepParams(_Params):
-    project_dir: str = Field(".", description="folder holding dvc.yaml and params.yaml")
+    """Reproduce the DVC data stages."""
+
+    model_config = ConfigDict(title="Data preparation")
+
+    project_dir: str = PROJECT_DIR
     push: bool = Field(True, description="upload the prepared data to the DVC remote")
 
 
 class TrainParams(_Params):
-    project_dir: str = Field(".", description="folder holding dvc.yaml and the prepared data")
-    config: ExperimentConfig = Field(default_factory=ExperimentConfig)
+    """Train one configuration and register the model."""
+
+    model_config = ConfigDict(title="Training")
+
+    project_dir: str = PROJECT_DIR
+    config: ExperimentConfig = Field(ExperimentConfig(), description="what to train, and how")
 
 
 class PromoteParams(_Params):
-    project_dir: str = "."
+    """Evaluate a candidate version against the champion; promote it when it is better."""
+
+    model_config = ConfigDict(title="Promotion")
+
+    project_dir: str = PROJECT_DIR
     tracking: TrackingSettings = Field(
         TrackingSettings(),
         description="registered model, its aliases and the gates (min_dice, margin)",
     )
     candidate_version: str | None = Field(
-        None, description="version to evaluate; None: the newest version"
+        None, description="version to evaluate; none: the newest version"
     )
     data_path: str | None = Field(
-        None, description="prepared data set whose test split judges both; None: data/prepared"
+        None, description="prepared data set whose test split judges both; none: data/prepared"
     )
+
+
+WEEKLY_SEARCH = SearchConfig(space="tune/spaces/hpo.yaml", name="weekly")
 
 
 class TuneParams(_Params):
-    project_dir: str = "."
+    """Search architectures and hyperparameters with Ray Tune."""
+
+    model_config = ConfigDict(title="Search")
+
+    project_dir: str = PROJECT_DIR
     search: SearchConfig = Field(
-        default_factory=lambda: SearchConfig(space="tune/spaces/hpo.yaml", name="weekly"),
-        description="space file, algorithm, scheduler, samples; see tune/search.py",
+        WEEKLY_SEARCH, description="space file, algorithm, scheduler, samples"
     )
-    base: ExperimentConfig = Field(
-        default_factory=ExperimentConfig, description="the config the space modifies"
-    )
+    base: ExperimentConfig = Field(ExperimentConfig(), description="the config the space modifies")
     resume: bool = Field(False, description="continue the search of the same name")
 
 
 class PipelineParams(_Params):
-    project_dir: str = "."
-    config: ExperimentConfig = Field(default_factory=ExperimentConfig)
+    """Data, (optional search,) training and promotion in one run."""
+
+    model_config = ConfigDict(title="Pipeline")
+
+    project_dir: str = PROJECT_DIR
+    config: ExperimentConfig = Field(ExperimentConfig(), description="what to train, and how")
     tune: TuneParams | None = Field(
-        None, description="run a search first and train its best config"
+        None, description="run a search first and train its best config; none: no search"
     )
     promote: bool = Field(
         True,

@@ -22,7 +22,7 @@ from tune.search_config import (
 )
 from tune.space import SearchSpace, resolve_config
 from tune.trainable import train_trial
-from unetflow.config import ExperimentConfig, flatten
+from unetflow.config import ExperimentConfig, tracked_params
 from unetflow.errors import UsageError
 
 
@@ -146,7 +146,7 @@ def _start_tracking(
     parent = mlflow_logging.parent_run(uri, experiment_id, search.name, tags)
     client = mlflow.MlflowClient(tracking_uri=uri)
     params = {f"search.{k}": v for k, v in search.model_dump(mode="json").items()}
-    params.update({f"base.{k}": v for k, v in flatten(base).items()})
+    params.update({f"base.{k}": v for k, v in tracked_params(base).items()})
     existing = client.get_run(parent).data.params
     for key, value in params.items():
         if key not in existing:

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tune import algorithms
 from tune.pareto import TrialPoint
+from unet_core.engine import EPOCH_METRICS
+from unet_core.engine.config import check_epoch_metric
 from unetflow.config import ExperimentConfig
 
 STATE_FILE = "unetflow_search.json"  # beside Tune's own state: what --resume needs
@@ -20,29 +22,62 @@ STATE_FILE = "unetflow_search.json"  # beside Tune's own state: what --resume ne
 class SearchConfig(BaseModel):
     """How to search; every knob has a default that suits a laptop."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", title="Search")
 
-    name: str = Field("search", pattern=r"^[A-Za-z0-9_.-]+$")  # storage folder + MLflow tag
-    space: str  # path of the space YAML
-    num_samples: int = Field(8, ge=1)  # sampled configurations (grid: repeats of the grid)
-    search_alg: str = "random"  # see algorithms.SEARCH_ALGS
-    scheduler: str = "asha"  # see algorithms.SCHEDULERS
-    metric: str = "val_dice"  # reported each epoch; the first objective
-    mode: Literal["max", "min"] = "max"
-    cost: Literal["params", "flops", "latency_ms"] | None = None  # second objective (min)
-    max_cost: float | None = Field(None, gt=0)  # pick from the front within this cost
-    epochs: int | None = Field(None, ge=1)  # override train.epochs of the base config
-    grace_period: int = Field(1, ge=1)  # ASHA: epochs before a trial can be stopped
-    reduction_factor: int = Field(3, ge=2)  # ASHA/HyperBand: keep 1/rf per rung
-    cpus_per_trial: float = Field(1.0, gt=0)  # single-worker trials
-    gpus_per_trial: float = Field(0.0, ge=0)  # fractions share a GPU between trials
-    max_concurrent_trials: int | None = Field(None, ge=1)  # None: from cluster resources
-    max_failures: int = Field(1, ge=0)  # trial restarts from its last checkpoint
-    reuse_actors: bool = True  # start each trial in a finished trial's process (cheaper)
-    storage_path: str | None = None  # None: <project>/.unetflow/tune
-    seed: int = 0
-    retrain: bool = False  # retrain the chosen config on train+val and register it
-    track: bool = True  # MLflow parent + child runs
+    name: str = Field(
+        "search", pattern=r"^[A-Za-z0-9_.-]+$", description="storage folder and MLflow tag"
+    )
+    space: str = Field(description="path of the space YAML (relative to the project folder)")
+    num_samples: int = Field(
+        8, ge=1, description="sampled configurations (grid: repeats of the grid)"
+    )
+    # The registries stay the one list of names: the form's choices are read from them.
+    search_alg: str = Field(
+        "random",
+        description="how configurations are proposed",
+        json_schema_extra={"enum": list(algorithms.SEARCH_ALGS)},
+    )
+    scheduler: str = Field(
+        "asha",
+        description="how trials are stopped early",
+        json_schema_extra={"enum": list(algorithms.SCHEDULERS)},
+    )
+    metric: str = Field(
+        "val_dice",
+        description="reported each epoch; the first objective",
+        json_schema_extra={"enum": list(EPOCH_METRICS)},
+    )
+    mode: Literal["max", "min"] = Field("max", description="whether higher metric is better")
+    cost: Literal["params", "flops", "latency_ms"] | None = Field(
+        None, description="second objective (minimised); none: single objective"
+    )
+    max_cost: float | None = Field(
+        None, gt=0, description="pick the best on the front within this cost"
+    )
+    epochs: int | None = Field(
+        None, ge=1, description="epochs per trial; none: train.epochs of the base config"
+    )
+    grace_period: int = Field(1, ge=1, description="ASHA: epochs before a trial can be stopped")
+    reduction_factor: int = Field(3, ge=2, description="ASHA/HyperBand: keep 1/rf per rung")
+    cpus_per_trial: float = Field(1.0, gt=0, description="CPUs per (single-worker) trial")
+    gpus_per_trial: float = Field(
+        0.0, ge=0, description="GPUs per trial; fractions share a GPU between trials"
+    )
+    max_concurrent_trials: int | None = Field(
+        None, ge=1, description="none: as many as the cluster's resources allow"
+    )
+    max_failures: int = Field(1, ge=0, description="trial restarts from its last checkpoint")
+    reuse_actors: bool = Field(
+        True, description="start each trial in a finished trial's process (cheaper)"
+    )
+    storage_path: str | None = Field(
+        None, description="folder or s3://bucket/prefix; none: .unetflow/tune in the project"
+    )
+    seed: int = Field(0, description="seed of the search algorithm")
+    retrain: bool = Field(
+        False, description="retrain the chosen config on train+val and register it"
+    )
+    track: bool = Field(True, description="log an MLflow parent run and one child per trial")
 
     @field_validator("search_alg")
     @classmethod
@@ -57,6 +92,11 @@ class SearchConfig(BaseModel):
         if value not in algorithms.SCHEDULERS:
             raise ValueError(f"unknown scheduler {value!r}; valid: {list(algorithms.SCHEDULERS)}")
         return value
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        return check_epoch_metric(value, "metric")
 
     def objectives(self) -> tuple[list[str], list[str]]:
         if self.cost is None:

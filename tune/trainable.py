@@ -17,7 +17,7 @@ from tune.search_config import TrialSetup
 from tune.space import ParamSpec, resolve_config
 from tune.trial import model_cost, train_in_process, trial_device
 from unet_core.engine import CHECKPOINT_FILE, load_checkpoint
-from unetflow.config import ExperimentConfig, flatten
+from unetflow.config import ExperimentConfig, tracked_params
 
 if TYPE_CHECKING:
     from tune.mlflow_logging import TrialLogger
@@ -36,7 +36,7 @@ def train_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         from tune.mlflow_logging import TrialLogger
 
         logger = TrialLogger(setup.tracking, ctx.get_trial_id(), ctx.get_trial_name())
-        logger.log_params({**flatten(cfg), **{f"sampled.{k}": v for k, v in config.items()}})
+        logger.log_params({**tracked_params(cfg), **{f"sampled.{k}": v for k, v in config.items()}})
     costs = model_cost(cfg, data_dir, latency=setup.latency)
     if cfg.scaling.num_workers > 1:
         _fit_multi_worker(cfg, data_dir, costs, setup, ctx.get_trial_id(), logger)

@@ -37,6 +37,10 @@ class _Frozen(BaseModel):
 
 
 class DataConfig(_Frozen):
+    """Which prepared data set to train on, and how to augment it."""
+
+    model_config = ConfigDict(title="Data")
+
     path: str = Field(
         "data/prepared",
         description="prepared data set (manifest.json + cases/): a folder relative to the "
@@ -44,9 +48,11 @@ class DataConfig(_Frozen):
         "with images/ + masks/ (prepared on the fly)",
     )
     version: str | None = Field(
-        None, description="expected data version (DVC md5 of the prepared data); None: any"
+        None, description="expected data version (DVC md5 of the prepared data); none: any"
     )
-    augment: AugmentConfig = AugmentConfig()
+    augment: AugmentConfig = Field(
+        AugmentConfig(), description="random transforms of the training samples"
+    )
     patch_size: tuple[int, ...] | None = Field(
         None,
         description="training patch (H, W) or (D, H, W), streamed per worker from the "
@@ -65,21 +71,33 @@ class DataConfig(_Frozen):
 
 
 class ScalingSettings(_Frozen):
+    """How many Ray Train workers, and what each one holds."""
+
+    model_config = ConfigDict(title="Scaling (Ray Train)")
+
     num_workers: int = Field(2, ge=1, description="Ray Train workers (data-parallel ranks)")
-    use_gpu: bool = False
-    cpus_per_worker: float = Field(1, gt=0)
-    gpus_per_worker: float = Field(1, ge=0, description="used when use_gpu is true")
+    use_gpu: bool = Field(False, description="one or more GPUs per worker")
+    cpus_per_worker: float = Field(1, gt=0, description="CPUs reserved per worker")
+    gpus_per_worker: float = Field(
+        1, ge=0, description="GPUs per worker, used when use_gpu is true"
+    )
     resources_per_worker: dict[str, float] = Field(
         default_factory=dict, description="extra custom resources, e.g. {'trainer_node': 1}"
     )
-    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        "PACK", description="Ray placement group strategy of the workers"
+    )
 
 
 class CheckpointSettings(_Frozen):
+    """Where checkpoints go and how failures resume from them."""
+
+    model_config = ConfigDict(title="Checkpoints")
+
     storage_path: str | None = Field(
         None,
         description="Ray Train storage: a folder or s3://bucket/prefix; "
-        "None: <project>/.unetflow/ray_results",
+        "none: .unetflow/ray_results in the project folder",
     )
     num_to_keep: int = Field(2, ge=1, description="best checkpoints kept (the latest is kept too)")
     max_failures: int = Field(
@@ -90,6 +108,8 @@ class CheckpointSettings(_Frozen):
 class TrackingSettings(_Frozen):
     """Where runs are logged and how versions are crowned: the one home of these defaults
     (training, promotion, rollback, the CLI and the flows all read them from here)."""
+
+    model_config = ConfigDict(title="Tracking (MLflow)")
 
     experiment: str = Field("unetflow", description="MLflow experiment of the runs")
     registered_model: str = Field("unet-seg", description="registered MLflow model name")
@@ -109,21 +129,30 @@ class TrackingSettings(_Frozen):
     )
 
 
+# The quick-run / CLI architecture: small enough to train on a laptop CPU.
+DEFAULT_MODEL = get_model_config("unet", base_channels=16, depth=3)
+
+
 class ExperimentConfig(_Frozen):
     """One training run: data, model, loss, optimisation, scaling, checkpoints, tracking."""
 
+    model_config = ConfigDict(title="Experiment")
+
     name: str = Field("unet-seg", pattern=r"^[A-Za-z0-9_.-]+$", description="run name prefix")
-    data: DataConfig = DataConfig()
-    model: ModelConfig = Field(
-        default_factory=lambda: get_model_config("unet", base_channels=16, depth=3)
+    data: DataConfig = Field(DataConfig(), description="data set and augmentation")
+    # A value default, not a default_factory: the parameter schema (the UI form) shows it.
+    model: ModelConfig = Field(DEFAULT_MODEL, description="architecture")
+    loss: LossConfig = Field(LossConfig(), description="loss function")
+    optim: OptimConfig = Field(OptimConfig(), description="optimizer")
+    scheduler: SchedulerConfig = Field(SchedulerConfig(), description="learning-rate schedule")
+    train: TrainConfig = Field(TrainConfig(), description="training loop and early stopping")
+    scaling: ScalingSettings = Field(ScalingSettings(), description="Ray Train workers")
+    checkpoint: CheckpointSettings = Field(
+        CheckpointSettings(), description="checkpoint storage and fault tolerance"
     )
-    loss: LossConfig = LossConfig()
-    optim: OptimConfig = OptimConfig()
-    scheduler: SchedulerConfig = SchedulerConfig()
-    train: TrainConfig = TrainConfig()
-    scaling: ScalingSettings = ScalingSettings()
-    checkpoint: CheckpointSettings = CheckpointSettings()
-    tracking: TrackingSettings = TrackingSettings()
+    tracking: TrackingSettings = Field(
+        TrackingSettings(), description="MLflow experiment and registry"
+    )
 
     @field_validator("model", mode="before")
     @classmethod
@@ -224,6 +253,14 @@ def flatten(config: BaseModel, prefix: str = "") -> dict[str, str]:
     for key, value in config.model_dump(mode="json").items():
         _flatten_into(out, f"{prefix}{key}", value)
     return out
+
+
+def tracked_params(cfg: ExperimentConfig) -> dict[str, str]:
+    """`flatten(cfg)` as the run used it: no GPUs per worker when use_gpu is off."""
+    params = flatten(cfg)
+    if not cfg.scaling.use_gpu:
+        params["scaling.gpus_per_worker"] = "0"
+    return params
 
 
 def _flatten_into(out: dict[str, str], key: str, value: Any) -> None:

@@ -7,6 +7,8 @@ the graph to one batch and image size.
 
 from __future__ import annotations
 
+from typing import Any
+
 import mlflow.pyfunc
 import numpy as np
 import torch
@@ -23,7 +25,11 @@ class UNetSegmenter(mlflow.pyfunc.PythonModel):
         torch.set_num_threads(max(1, torch.get_num_threads()))
         self.segmenter = load_package(context.artifacts[PACKAGE_ARTIFACT])
 
-    def predict(self, context, model_input, params: dict | None = None) -> np.ndarray:
+    # np.ndarray as the input hint: MLflow then keeps the logged tensor signature and
+    # stops warning that predict has no type hints.
+    def predict(
+        self, context: Any, model_input: np.ndarray, params: dict[str, Any] | None = None
+    ) -> np.ndarray:
         params = params or {}
         images = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
         config = self.segmenter.config

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,11 +21,15 @@ from pathlib import Path
 import mlflow
 import numpy as np
 from mlflow import MlflowClient
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
+from mlflow.models.model import ModelInfo
 from mlflow.types import Schema, TensorSpec
 
+from unet_core.data import read_manifest
 from unetflow.serving import PACKAGE_ARTIFACT
 
 # Executed by MLflow when the model loads (models from code), so no pickle is logged.
@@ -32,6 +37,8 @@ PYFUNC_ENTRY = Path(__file__).with_name("pyfunc_entry.py")
 
 TAG = "unetflow."  # prefix of every lineage tag
 CONFIG_ARTIFACT = "config.yaml"  # the resolved config of a run; `unetflow lineage` reads it
+# Opens the experiment on MLflow's model-training views, not its GenAI overview.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 # `scheme://user:password@host` and secret-looking query parameters in any logged URI.
@@ -84,11 +91,15 @@ def ensure_experiment(name: str, project_dir: Path) -> str:
     client = MlflowClient()
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        for key, value in EXPERIMENT_KIND.items():
+            # A kind chosen in the UI stays; only experiments without one get ours.
+            if key not in experiment.tags:
+                client.set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
     location = None
     if mlflow.get_tracking_uri().startswith("sqlite:"):
         location = (project_dir.resolve() / ".unetflow" / "mlartifacts").as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
 
 
 def git_state(project_dir: Path) -> dict[str, str]:
@@ -172,16 +183,42 @@ def model_signature(in_channels: int, spatial_dims: int) -> ModelSignature:
     )
 
 
-def log_model(package: Path, input_example: np.ndarray, in_channels: int, spatial_dims: int) -> str:
-    """Log the model package as a pyfunc model in the active run; returns its model URI."""
-    info = mlflow.pyfunc.log_model(
+def log_model(
+    package: Path, input_example: np.ndarray, in_channels: int, spatial_dims: int, step: int = 0
+) -> ModelInfo:
+    """Log the model package as a pyfunc model in the active run.
+
+    MLflow links the run's metrics of epoch `step` to the model: pass the best epoch, or
+    the model page shows another epoch's numbers.
+    """
+    return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(PYFUNC_ENTRY),  # models from code: nothing pickled
         artifacts={PACKAGE_ARTIFACT: str(package)},
         signature=model_signature(in_channels, spatial_dims),
         input_example=input_example,
+        step=step,
     )
-    return info.model_uri
+
+
+def log_dataset(data_dir: Path, version: str) -> None:
+    """The prepared data set as the run's input: the data version (DVC md5) as its digest,
+    the folder as its source, the split sizes as tags."""
+    manifest = read_manifest(data_dir)
+    spatial = (-1,) * manifest.spatial_dims
+    schema = Schema(
+        [
+            TensorSpec(np.dtype(np.float32), (-1, manifest.in_channels, *spatial), "image"),
+            TensorSpec(np.dtype(np.int64), (-1, *spatial), "mask"),
+        ]
+    )
+    with warnings.catch_warnings():
+        # MLflow registers its local-file source twice and warns that the two "compete".
+        warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
+        source = resolve_dataset_source(redact(str(data_dir)))
+    dataset = MetaDataset(source, name=data_dir.name, digest=version, schema=schema)
+    sizes = {f"{split}_samples": str(manifest.count(split)) for split in manifest.splits}
+    mlflow.log_input(dataset, context="training", tags=sizes)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from unet_core.models import create_model
 from unet_core.package import load_package, save_package
 from unetflow import datasets, evaluation, plots, tracking
 from unetflow.builders import inference_spec, make_accumulator
-from unetflow.config import ExperimentConfig, flatten
+from unetflow.config import ExperimentConfig, tracked_params
 from unetflow.ray_train import RayTrainOutcome, fit_with_ray
 
 PER_IMAGE_ARTIFACT = "evaluation/test_per_image.json"
@@ -130,6 +130,7 @@ def train_and_register(
         experiment_id=experiment_id, run_name=name, tags=tags, log_system_metrics=True
     ) as run:
         _log_config(cfg)
+        tracking.log_dataset(data_dir, data_version)
         target = {"uri": mlflow.get_tracking_uri(), "run_id": run.info.run_id}
         outcome = fit_with_ray(cfg, data_dir, name, storage, tracking=target)
         model_uri, test_metrics = _evaluate_and_log_model(cfg, outcome, data_dir, run.info.run_id)
@@ -179,7 +180,7 @@ def _lineage_tags(
 
 def _log_config(cfg: ExperimentConfig) -> None:
     """The whole config as params (flattened) and as the YAML that reproduces the run."""
-    mlflow.log_params(tracking.redact_all(flatten(cfg)))
+    mlflow.log_params(tracking.redact_all(tracked_params(cfg)))
     config_yaml = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
     mlflow.log_text(tracking.redact(config_yaml), tracking.CONFIG_ARTIFACT)
 
@@ -194,13 +195,16 @@ def _evaluate_and_log_model(
     with tempfile.TemporaryDirectory() as tmp:
         package = _package(cfg, weights, data_dir, Path(tmp))
         test = evaluate_test(cfg, weights, package, data_dir)
-        mlflow.log_metrics(test.metrics)
-        mlflow.log_metric("best_epoch", float(outcome.best_metrics.get("epoch", -1)))
         _log_artifacts(cfg, package, data_dir, run_id, Path(tmp), test.prediction)
-        model_uri = tracking.log_model(
-            package, test.example, cfg.model.in_channels, cfg.model.spatial_dims
+        best_epoch = int(outcome.best_metrics["epoch"])
+        model = tracking.log_model(
+            package, test.example, cfg.model.in_channels, cfg.model.spatial_dims, best_epoch
         )
-    return model_uri, test.metrics
+        # Logged with the model's id: the run and the model page both show them.
+        mlflow.log_metrics(
+            {**test.metrics, "best_epoch": float(best_epoch)}, model_id=model.model_id
+        )
+    return model.model_uri, test.metrics
 
 
 def _version_description(cfg: ExperimentConfig, data_version: str, dice: float) -> str:

@@ -209,5 +209,5 @@ def _register_untrained(data_dir: Path) -> None:
     weights = create_model(cfg.model).state_dict()
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name="untrained"):
         package = save_package(Path(tmp) / "model.pt", weights, cfg.model, spec)
-        uri = tracking.log_model(package, np.zeros((1, 1, 32, 32), np.float32), 1, 2)
+        uri = tracking.log_model(package, np.zeros((1, 1, 32, 32), np.float32), 1, 2).model_uri
     mlflow.register_model(uri, MODEL)

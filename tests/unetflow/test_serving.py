@@ -41,7 +41,7 @@ def logged_model(tmp_path: Path, monkeypatch) -> str:
     experiment = mlflow.create_experiment("serve", artifact_location=(tmp_path / "art").as_uri())
     with mlflow.start_run(experiment_id=experiment):
         example = np.zeros((1, 1, 32, 32), np.float32)
-        return tracking.log_model(package, example, in_channels=1, spatial_dims=2)
+        return tracking.log_model(package, example, in_channels=1, spatial_dims=2).model_uri
 
 
 def _ping(port: int) -> bool:

@@ -27,32 +27,80 @@ PaddingMode = Literal["zeros", "border", "reflection"]
 class AugmentConfig(BaseModel):
     """Per-transform probabilities and ranges; the defaults are a moderate recipe."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        title="Augmentation",
+        json_schema_extra={
+            "description": "Random transforms of each training sample: probability and range "
+            "of each; the defaults are a moderate recipe."
+        },
+    )
 
     # Exact permutations (no resampling).
-    flip_prob: Prob = Field(0.5, ge=0.0, le=1.0)  # per spatial axis, independently
-    rot90_prob: Prob = Field(0.5, ge=0.0, le=1.0)  # quarter turns in the last two axes
+    flip_prob: Prob = Field(
+        0.5, ge=0.0, le=1.0, description="probability of a flip, per spatial axis independently"
+    )
+    rot90_prob: Prob = Field(
+        0.5, ge=0.0, le=1.0, description="probability of quarter turns in the last two axes"
+    )
     # Affine + elastic share one sampling grid, so together they cost one resample.
-    affine_prob: Prob = Field(0.3, ge=0.0, le=1.0)  # rotate, scale and translate together
-    rotate_deg: float = Field(15.0, ge=0.0, le=180.0)  # max |angle| about each axis, degrees
-    scale_range: Range = (0.85, 1.15)  # zoom factor (>1 magnifies), isotropic
-    translate_frac: float = Field(0.05, ge=0.0, le=0.5)  # max shift, fraction of each side
-    elastic_prob: Prob = Field(0.2, ge=0.0, le=1.0)  # smooth random displacement field
-    elastic_magnitude: float = Field(0.02, ge=0.0, le=0.2)  # std of displacement, fraction of side
-    elastic_grid: int = Field(6, ge=2, le=32)  # control points per axis (fewer = smoother)
-    padding_mode: PaddingMode = "reflection"  # how image and mask are filled outside the FOV
+    affine_prob: Prob = Field(
+        0.3, ge=0.0, le=1.0, description="probability of rotating, scaling and translating"
+    )
+    rotate_deg: float = Field(
+        15.0, ge=0.0, le=180.0, description="largest rotation about each axis, degrees"
+    )
+    scale_range: Range = Field(
+        (0.85, 1.15), description="zoom factor range, isotropic (above 1 magnifies)"
+    )
+    translate_frac: float = Field(
+        0.05, ge=0.0, le=0.5, description="largest shift, as a fraction of each side"
+    )
+    elastic_prob: Prob = Field(
+        0.2, ge=0.0, le=1.0, description="probability of a smooth random displacement field"
+    )
+    elastic_magnitude: float = Field(
+        0.02, ge=0.0, le=0.2, description="std of the displacement, as a fraction of each side"
+    )
+    elastic_grid: int = Field(
+        6, ge=2, le=32, description="control points per axis of the displacement (fewer: smoother)"
+    )
+    padding_mode: PaddingMode = Field(
+        "reflection", description="how image and mask are filled outside the field of view"
+    )
     # Intensity: image only, masks are never touched.
-    brightness_prob: Prob = Field(0.15, ge=0.0, le=1.0)
-    brightness_range: Range = (0.75, 1.25)  # multiplicative factor on the image
-    contrast_prob: Prob = Field(0.15, ge=0.0, le=1.0)
-    contrast_range: Range = (0.75, 1.25)  # stretch about the per-sample mean
-    gamma_prob: Prob = Field(0.15, ge=0.0, le=1.0)
-    gamma_range: Range = (0.7, 1.5)  # exponent on the min-max rescaled image
-    noise_prob: Prob = Field(0.15, ge=0.0, le=1.0)
-    noise_std: Range = (0.0, 0.1)  # std of additive Gaussian noise, image units
-    blur_prob: Prob = Field(0.1, ge=0.0, le=1.0)
-    blur_sigma: Range = (0.5, 1.0)  # Gaussian sigma, pixels
-    intensity_order: tuple[str, ...] = ("brightness", "contrast", "gamma", "blur", "noise")
+    brightness_prob: Prob = Field(
+        0.15, ge=0.0, le=1.0, description="probability of a brightness change (image only)"
+    )
+    brightness_range: Range = Field(
+        (0.75, 1.25), description="multiplicative brightness factor range"
+    )
+    contrast_prob: Prob = Field(
+        0.15, ge=0.0, le=1.0, description="probability of a contrast change (image only)"
+    )
+    contrast_range: Range = Field(
+        (0.75, 1.25), description="contrast stretch range about the sample's mean"
+    )
+    gamma_prob: Prob = Field(
+        0.15, ge=0.0, le=1.0, description="probability of a gamma change (image only)"
+    )
+    gamma_range: Range = Field(
+        (0.7, 1.5), description="gamma exponent range, on the min-max rescaled image"
+    )
+    noise_prob: Prob = Field(
+        0.15, ge=0.0, le=1.0, description="probability of additive Gaussian noise (image only)"
+    )
+    noise_std: Range = Field((0.0, 0.1), description="noise std range, in image units")
+    blur_prob: Prob = Field(
+        0.1, ge=0.0, le=1.0, description="probability of a Gaussian blur (image only)"
+    )
+    blur_sigma: Range = Field((0.5, 1.0), description="blur sigma range, pixels (at most 5)")
+    intensity_order: tuple[str, ...] = Field(
+        ("brightness", "contrast", "gamma", "blur", "noise"),
+        description="order in which the intensity transforms apply; "
+        f"names from {sorted(INTENSITY_TRANSFORMS)}",
+    )
 
     @field_validator("scale_range", "brightness_range", "contrast_range", "gamma_range")
     @classmethod

@@ -8,7 +8,13 @@ from unet_core.engine.checkpoint import (
     save_checkpoint,
     unwrap,
 )
-from unet_core.engine.config import EarlyStoppingConfig, OptimConfig, SchedulerConfig, TrainConfig
+from unet_core.engine.config import (
+    EPOCH_METRICS,
+    EarlyStoppingConfig,
+    OptimConfig,
+    SchedulerConfig,
+    TrainConfig,
+)
 from unet_core.engine.loop import (
     EpochResult,
     FitResult,
@@ -22,6 +28,7 @@ from unet_core.engine.optim import Schedule, build_optimizer
 
 __all__ = [
     "CHECKPOINT_FILE",
+    "EPOCH_METRICS",
     "EarlyStoppingConfig",
     "EpochResult",
     "FitResult",

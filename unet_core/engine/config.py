@@ -4,7 +4,20 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from unet_core.metrics import SUMMARY_METRICS
+
+# Every epoch reports these (and, for several classes, per-class scores on top): the
+# choices of what early stopping, checkpoint ranking and searches can watch.
+EPOCH_METRICS = ("val_loss", *(f"val_{name}" for name in SUMMARY_METRICS), "train_loss")
+
+
+def check_epoch_metric(value: str, field: str) -> str:
+    """`value` when it names an epoch metric; else a ValueError that lists the choices."""
+    if value not in EPOCH_METRICS:
+        raise ValueError(f"{field} {value!r} is not an epoch metric; choose one of {EPOCH_METRICS}")
+    return value
 
 
 class _Frozen(BaseModel):
@@ -14,53 +27,84 @@ class _Frozen(BaseModel):
 class OptimConfig(_Frozen):
     """Optimizer choice and its knobs."""
 
-    name: Literal["adam", "adamw", "sgd"] = "adamw"
+    model_config = ConfigDict(title="Optimizer")
+
+    name: Literal["adam", "adamw", "sgd"] = Field("adamw", description="optimizer")
     lr: float = Field(1e-3, gt=0, description="peak learning rate")
-    weight_decay: float = Field(1e-4, ge=0)
+    weight_decay: float = Field(1e-4, ge=0, description="L2 penalty (decoupled for adamw)")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
     nesterov: bool = Field(True, description="SGD only")
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] = Field(
+        (0.9, 0.999), description="Adam/AdamW moving-average coefficients"
+    )
 
 
 class SchedulerConfig(_Frozen):
     """Learning-rate schedule, stepped once per optimizer step (per epoch for plateau)."""
 
-    name: Literal["none", "cosine", "poly", "plateau"] = "cosine"
+    model_config = ConfigDict(title="Learning-rate schedule")
+
+    name: Literal["none", "cosine", "poly", "plateau"] = Field(
+        "cosine", description="schedule after the warm-up"
+    )
     warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up length in epochs")
     min_lr_ratio: float = Field(0.01, ge=0, le=1, description="final lr as a fraction of lr")
-    poly_power: float = Field(0.9, gt=0)
-    plateau_patience: int = Field(3, ge=1)
-    plateau_factor: float = Field(0.5, gt=0, lt=1)
+    poly_power: float = Field(0.9, gt=0, description="exponent of the poly schedule")
+    plateau_patience: int = Field(
+        3, ge=1, description="plateau: epochs without improvement before the lr drops"
+    )
+    plateau_factor: float = Field(0.5, gt=0, lt=1, description="plateau: lr multiplier per drop")
 
 
 class EarlyStoppingConfig(_Frozen):
-    """Stop when `monitor` has not improved by `min_delta` for `patience` epochs."""
+    """Stop when the monitored metric has not improved by min_delta for patience epochs."""
 
-    enabled: bool = True
-    monitor: str = Field("val_dice", description="a key of the validation metrics")
-    mode: Literal["max", "min"] = "max"
-    patience: int = Field(10, ge=1)
-    min_delta: float = Field(0.0, ge=0)
+    model_config = ConfigDict(title="Early stopping")
+
+    enabled: bool = Field(True, description="stop when the monitored metric stalls")
+    monitor: str = Field(
+        "val_dice",
+        description="the epoch metric that ranks epochs (best checkpoint) and stops training",
+        json_schema_extra={"enum": list(EPOCH_METRICS)},
+    )
+    mode: Literal["max", "min"] = Field("max", description="whether higher or lower is better")
+    patience: int = Field(10, ge=1, description="epochs without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0, description="smallest change that counts as improvement")
+
+    @field_validator("monitor")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        return check_epoch_metric(value, "early_stopping.monitor")
 
 
 class TrainConfig(_Frozen):
     """The training loop. Batch size is per worker; the global batch is this times workers."""
 
-    epochs: int = Field(20, ge=1)
+    model_config = ConfigDict(title="Training loop")
+
+    epochs: int = Field(
+        20, ge=1, description="upper bound of epochs (early stopping may end first)"
+    )
     batch_size: int = Field(8, ge=1, description="images per worker per step")
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 on CUDA when supported, off on CPU"
+        "auto", description="mixed precision; auto: bf16 on CUDA when supported, off on CPU"
     )
-    channels_last: bool = False
-    grad_clip_norm: float | None = Field(1.0, gt=0)
+    channels_last: bool = Field(False, description="channels-last memory format (faster on GPUs)")
+    grad_clip_norm: float | None = Field(
+        1.0, gt=0, description="clip the gradient norm to this; none: no clipping"
+    )
     accumulate_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
-    seed: int = 0
+    seed: int = Field(0, description="seed of weights, sampling and augmentation")
     loader_workers: int = Field(0, ge=0, description="torch DataLoader worker processes")
     steps_per_epoch: int | None = Field(
         None,
         ge=1,
-        description="patch training: batches per worker per epoch; None: about one patch "
+        description="patch training: batches per worker per epoch; none: about one patch "
         "per train case per epoch over all workers",
     )
-    early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
-    log_every_steps: int = Field(0, ge=0, description="0: log per epoch only")
+    early_stopping: EarlyStoppingConfig = Field(
+        EarlyStoppingConfig(), description="when to stop before the last epoch"
+    )
+    log_every_steps: int = Field(
+        0, ge=0, description="log train metrics every N steps; 0: per epoch only"
+    )

@@ -28,30 +28,46 @@ from unet_core.losses.targets import Mode
 
 
 class LossTerm(BaseModel):
-    """One weighted term of a ``combo`` loss."""
+    """One weighted term of a combo loss."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", title="Loss term")
 
-    name: str  # registered loss name, e.g. "dice"
-    weight: float = Field(1.0, ge=0)  # multiplier of this term in the sum
+    name: str = Field(description="registered loss name", json_schema_extra={"enum": list_losses()})
+    weight: float = Field(1.0, ge=0, description="multiplier of this term in the sum")
     params: dict[str, Any] = Field(
-        default_factory=dict
-    )  # the term's own options, e.g. {"beta": 0.7}
+        default_factory=dict, description='the term\'s own options, e.g. {"beta": 0.7}'
+    )
 
 
 class LossConfig(BaseModel):
-    """Which loss to train with and its options; ``build()`` returns the module."""
+    """Which loss to train with and its options; build() returns the module."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", title="Loss")
 
-    name: str = "dice_bce"  # registered loss name, see list_losses()
-    mode: Mode = "binary"  # binary (sigmoid, 1 channel) | multiclass (softmax) | multilabel
-    include_background: bool = True  # False drops channel 0 from region/focal terms
-    class_weights: tuple[float, ...] | None = None  # one per output channel, background included
-    params: dict[str, Any] = Field(default_factory=dict)  # loss-specific options, e.g. gamma
-    terms: tuple[LossTerm, ...] = ()  # only for name="combo"
-    deep_supervision: bool = False  # accept the model's list of outputs, main first
-    deep_supervision_weights: tuple[float, ...] | None = None  # None: halving, normalised
+    # The registry stays the one list of names: the form's choices are read from it.
+    name: str = Field(
+        "dice_bce", description="registered loss name", json_schema_extra={"enum": list_losses()}
+    )
+    mode: Mode = Field(
+        "binary",
+        description="binary: sigmoid, 1 channel; multiclass: softmax; multilabel: sigmoid per channel",
+    )
+    include_background: bool = Field(
+        True, description="false drops channel 0 from the region and focal terms"
+    )
+    class_weights: tuple[float, ...] | None = Field(
+        None, description="one weight per output channel, background included; none: equal"
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description='loss-specific options, e.g. {"gamma": 2.0}'
+    )
+    terms: tuple[LossTerm, ...] = Field((), description="the weighted terms of name=combo only")
+    deep_supervision: bool = Field(
+        False, description="accept the model's list of outputs, main output first"
+    )
+    deep_supervision_weights: tuple[float, ...] | None = Field(
+        None, description="weight per output; none: halving per level, normalised"
+    )
 
     @model_validator(mode="after")
     def _check_builds(self) -> LossConfig:

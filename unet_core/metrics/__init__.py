@@ -11,7 +11,7 @@ and :mod:`unet_core.metrics.surface` (distances).
 
 from __future__ import annotations
 
-from unet_core.metrics.accumulator import MetricAccumulator
+from unet_core.metrics.accumulator import SUMMARY_METRICS, MetricAccumulator
 from unet_core.metrics.functional import (
     confusion_counts,
     dice_score,
@@ -25,6 +25,7 @@ from unet_core.metrics.surface import hausdorff_distance, hd95
 
 __all__ = [
     "METRICS",
+    "SUMMARY_METRICS",
     "MetricAccumulator",
     "confusion_counts",
     "dice_score",

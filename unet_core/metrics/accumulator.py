@@ -43,6 +43,18 @@ def ratio(num: torch.Tensor, den: torch.Tensor, absent: torch.Tensor) -> torch.T
     return torch.where(den > 0, num / den.clamp_min(1e-300), fallback)
 
 
+# What compute() returns whatever the classes (per-class keys come on top for several).
+SUMMARY_METRICS = (
+    "dice",
+    "iou",
+    "precision",
+    "recall",
+    "pixel_accuracy",
+    "dice_per_image",
+    "iou_per_image",
+)
+
+
 class MetricAccumulator:
     """Accumulate Dice, IoU, pixel accuracy, precision and recall over batches.
 

@@ -30,24 +30,44 @@ class ModelConfig(BaseModel):
         (16, 32, 64, 128)
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        title="Model architecture",
+        # The form shows this instead of the docstring (whose doctest is for readers of code).
+        json_schema_extra={"description": "Architecture of the U-Net variant to train."},
+    )
 
-    spatial_dims: Literal[2, 3] = 2  # 2 = images [B, C, H, W], 3 = volumes [B, C, D, H, W]
-    in_channels: int = Field(1, ge=1)  # input image channels
-    out_channels: int = Field(1, ge=1)  # logit channels (classes, or 1 for binary)
-    depth: int = Field(4, ge=1, le=6)  # number of 2x down-sampling steps
-    base_channels: int = Field(32, ge=1)  # feature maps at level 0
-    channel_multiplier: int = Field(2, ge=1)  # growth of feature maps per level
-    channels: tuple[int, ...] | None = None  # explicit per-level widths; wins over base/mult
-    block: BlockType = "plain"  # plain = two conv-norm-act; residual adds a shortcut
-    skip: SkipType = "concat"  # concat = U-Net skips; nested = U-Net++ dense skips
-    attention_gates: bool = False  # Oktay et al. additive gates on the skips (concat only)
-    deep_supervision: bool = False  # training forward returns a list (see package docstring)
-    upsample: UpsampleType = "transpose"  # learned 2x2 transposed conv or (bi|tri)linear + 1x1
-    norm: NormType = "batch"  # normalisation after every 3x3 conv of a block
-    norm_groups: int = Field(8, ge=1)  # groups of norm="group"; must divide every width
-    activation: ActivationType = "relu"  # non-linearity after every norm
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)  # dropout probability inside each block
+    spatial_dims: Literal[2, 3] = Field(
+        2, description="2: images [B, C, H, W]; 3: volumes [B, C, D, H, W]"
+    )
+    in_channels: int = Field(1, ge=1, description="input image channels")
+    out_channels: int = Field(1, ge=1, description="logit channels: classes, or 1 for binary")
+    depth: int = Field(4, ge=1, le=6, description="number of 2x down-sampling steps")
+    base_channels: int = Field(32, ge=1, description="feature maps at full resolution")
+    channel_multiplier: int = Field(2, ge=1, description="growth of feature maps per level")
+    channels: tuple[int, ...] | None = Field(
+        None, description="explicit widths per level, finest first; wins over base/multiplier"
+    )
+    block: BlockType = Field(
+        "plain", description="plain: two conv-norm-act; residual: adds a shortcut"
+    )
+    skip: SkipType = Field("concat", description="concat: U-Net skips; nested: U-Net++ skips")
+    attention_gates: bool = Field(
+        False, description="additive attention gates on the skips (Oktay et al.; concat only)"
+    )
+    deep_supervision: bool = Field(
+        False, description="in training, also return coarser outputs (the loss must accept them)"
+    )
+    upsample: UpsampleType = Field(
+        "transpose", description="transpose: learned 2x2 transposed conv; interpolate: linear + 1x1"
+    )
+    norm: NormType = Field("batch", description="normalisation after every 3x3 conv of a block")
+    norm_groups: int = Field(
+        8, ge=1, description="groups of norm=group; must divide every level's width"
+    )
+    activation: ActivationType = Field("relu", description="non-linearity after every norm")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout probability in each block")
 
     @property
     def level_channels(self) -> tuple[int, ...]:

@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pydantic import ValidationError
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from unet_core.engine import (
+    EPOCH_METRICS,
     EarlyStoppingConfig,
     Hooks,
     OptimConfig,
@@ -102,12 +104,13 @@ def test_early_stopping_stops_after_patience() -> None:
 
 
 def test_unknown_monitor_names_the_valid_metrics() -> None:
-    trainer = _trainer(epochs=1)
-    trainer.cfg = trainer.cfg.model_copy(
-        update={"early_stopping": EarlyStoppingConfig(monitor="val_dcie")}
-    )
-    with pytest.raises(KeyError, match="val_dice"):
-        fit(trainer)
+    with pytest.raises(ValidationError, match="val_dice"):
+        EarlyStoppingConfig(monitor="val_dcie")
+
+
+def test_every_monitor_choice_is_reported_each_epoch() -> None:
+    result = fit(_trainer(epochs=1))
+    assert set(EPOCH_METRICS) <= set(result.history[0].metrics)
 
 
 def test_checkpoint_loads_with_weights_only(tmp_path) -> None:
