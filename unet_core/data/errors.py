@@ -16,3 +16,9 @@ class DataError(ValueError):
         self.where = None if where is None else str(where)
         self.problem = " ".join(problem.split())  # one line, whatever the reader said
         super().__init__(self.problem if where is None else f"{where}: {self.problem}")
+
+    def __reduce__(self) -> tuple[type[DataError], tuple[str | None, str]]:
+        # Rebuild from both fields: the default pickles only `args` (the joined message),
+        # which __init__ cannot take, so a DataError raised in a Ray worker never reached
+        # the driver (unpickling failed with a TypeError instead).
+        return type(self), (self.where, self.problem)
