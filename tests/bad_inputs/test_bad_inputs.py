@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -63,11 +64,14 @@ def test_refused_in_process(case: Case, tmp_path: Path, capsys, no_ray, monkeypa
     capsys.readouterr()  # what building the input printed is not the CLI's
     monkeypatch.chdir(tmp_path)  # anything written to the working folder is caught too
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    try:
-        code = main(argv)
-    except SystemExit as exit_:  # argparse exits itself
-        code = exit_.code
+    with warnings.catch_warnings(record=True) as caught:  # a real run prints them on stderr
+        warnings.simplefilter("always")
+        try:
+            code = main(argv)
+        except SystemExit as exit_:  # argparse exits itself
+            code = exit_.code
     _check_refusal(case, tmp_path, before, code, capsys.readouterr().err)
+    assert not [str(w.message) for w in caught]
 
 
 SUBPROCESS_CASES = [c for c in CASES if c.subprocess]

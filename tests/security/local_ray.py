@@ -29,6 +29,7 @@ def listeners() -> list[dict]:
 
 
 def main() -> None:
+    # unetflow first, as in the CLI: it turns token auth on before Ray is imported.
     import ray
 
     from unetflow.ray_train import ensure_ray
