@@ -38,8 +38,8 @@ FOLDER_SPLIT = (0.7, 0.15, 0.15)
 FOLDER_SPLIT_SEED = 42
 PREPARED_ROOT = Path(".unetflow") / "prepared"
 _FORMAT = "folder-v1"  # bump when the preparation below changes what it writes
-FOLDER_VERSION = "folder-"
-MIN_FOLDER_CASES = 4  # the smallest folder whose FOLDER_SPLIT leaves no split empty  # data version of a raw folder: this prefix + its content hash
+FOLDER_VERSION = "folder-"  # data version of a raw folder: this prefix + its content hash
+MIN_FOLDER_CASES = 4  # the smallest folder whose FOLDER_SPLIT leaves no split empty
 
 
 def is_raw_folder(path: Path) -> bool:

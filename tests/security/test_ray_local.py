@@ -27,18 +27,21 @@ def _env(tmp: Path, **extra: str) -> dict[str, str]:
         "PYTHONPATH": str(ROOT),
         "RAY_TMPDIR": str(tmp),
         "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_TOKEN_PATH": str(tmp / "auth_token"),
         **extra,
     }
 
 
 @pytest.fixture(scope="module")
-def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+def local_ray() -> Iterator[tuple[dict, Path]]:
     """The project's own local Ray, started as a user's `unetflow train` starts it."""
     tmp = Path("/tmp") / f"rt-{secrets.token_hex(3)}"  # short: Ray's Unix socket paths
     tmp.mkdir()
+    # The token file of a user; the auth mode is unetflow's default (token).
+    (tmp / "auth_token").write_text(secrets.token_hex(32))
     proc = subprocess.Popen(
         [sys.executable, str(HERE / "local_ray.py")],
-        env=_env(tmp),  # auth mode and token: unetflow's defaults, as a user gets them
+        env=_env(tmp),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -46,7 +49,7 @@ def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     try:
         line = proc.stdout.readline()
         assert line, "local Ray did not start"
-        yield json.loads(line)
+        yield json.loads(line), tmp
     finally:
         proc.stdin.close()
         proc.wait(60)
@@ -54,7 +57,7 @@ def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 
 def test_every_listener_is_on_loopback(local_ray) -> None:
-    info = local_ray
+    info, _ = local_ray
     assert len(info["listeners"]) >= 3  # GCS, raylet, dashboard at least
     exposed = [x for x in info["listeners"] if x["ip"] not in LOOPBACK]
     assert not exposed, f"listening beyond loopback: {exposed}"
@@ -72,13 +75,13 @@ def _connect(address: str, tmp: Path, **env: str) -> subprocess.CompletedProcess
     )
 
 
-def test_a_client_without_the_token_is_refused(local_ray, tmp_path: Path) -> None:
-    info = local_ray
-    wrong = _connect(info["address"], tmp_path, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0" * 64)
+def test_a_client_without_the_token_is_refused(local_ray) -> None:
+    info, tmp = local_ray
+    wrong = _connect(info["address"], tmp, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0" * 64)
     assert wrong.returncode != 0 and "connected" not in wrong.stdout
     assert "AuthenticationError" in wrong.stderr
-    none = _connect(info["address"], tmp_path, RAY_AUTH_MODE="disabled")
+    none = _connect(info["address"], tmp, RAY_AUTH_MODE="disabled")
     assert none.returncode != 0 and "AuthenticationError" in none.stderr
-    # The same client with the user's token (the default token file) gets in.
-    right = _connect(info["address"], tmp_path, RAY_AUTH_MODE="token")
+    # The same client with the user's token (their token file) gets in.
+    right = _connect(info["address"], tmp, RAY_AUTH_MODE="token")
     assert right.returncode == 0 and "connected" in right.stdout, right.stderr[-2000:]

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -53,12 +55,13 @@ def test_canary_secrets_leak_nowhere(tmp_path: Path, raw_folder) -> None:
     project.mkdir()
     raw_folder(project, n=8)
     canaries = _canaries()
+    ray_tmp = tempfile.mkdtemp(prefix="rs-", dir="/tmp")  # short: Ray's Unix socket paths
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "RAY_ADDRESS"))}
     env |= canaries | {
         "PYTHONPATH": str(ROOT),
         "PREFECT_HOME": str(tmp_path / "prefect"),
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
-        "RAY_TMPDIR": str(tmp_path / "ray"),
+        "RAY_TMPDIR": ray_tmp,
     }
     env.pop("PREFECT_API_URL", None)
     overrides = [
@@ -71,13 +74,16 @@ def test_canary_secrets_leak_nowhere(tmp_path: Path, raw_folder) -> None:
     argv = ["train", "--project-dir", str(project)]
     for o in overrides:
         argv += ["--set", o]
-    proc = subprocess.run(
-        [str(Path(sys.executable).with_name("unetflow")), *argv],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    try:
+        proc = subprocess.run(
+            [str(Path(sys.executable).with_name("unetflow")), *argv],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "=== unetflow finished ===" in proc.stdout
     places = {
