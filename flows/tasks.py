@@ -9,21 +9,24 @@ from prefect import task
 from prefect.context import TaskRunContext
 from prefect.runtime import deployment, flow_run
 
-from unet_core.data import DataError
+from flows import quiet
 from unetflow import datasets, dvc_data, tracking
-from unetflow.config import ConfigError, ExperimentConfig
+from unetflow.config import ExperimentConfig
 from unetflow.errors import UsageError
 from unetflow.training import TrainReport, train_and_register
+from unetflow.user_errors import USER_ERRORS
 
 IO_RETRIES = 3
 IO_BACKOFF = [5, 20, 60]  # seconds before retry 1, 2, 3
 
+quiet.install()  # a user error fails its task and flow with the message, no traceback
+
 
 def retry_unless_usage_error(task, task_run, state) -> bool:
-    """Retry transient failures; bad input (UsageError, ConfigError, DataError) will not heal."""
+    """Retry transient failures; bad input (`USER_ERRORS`) will not heal."""
     try:
         state.result()
-    except (UsageError, ConfigError, DataError):
+    except USER_ERRORS:
         return False
     except Exception:
         return True
@@ -69,10 +72,7 @@ def resolve_folder_data(
     """A raw images/ + masks/ `data.path` is prepared here (once per content) and versioned
     by its content hash, so the training cache sees an edited folder as new data; any
     other `data.path` keeps `data_version`."""
-    model = config.model
-    folder, version = datasets.resolve_data(
-        Path(project_dir), config.data.path, model.spatial_dims, model.in_channels
-    )
+    folder, version = datasets.resolve_for(Path(project_dir), config)
     if version is None:
         if data_version is None:
             raise UsageError(f"data.path {config.data.path!r} has no data version; prepare it")

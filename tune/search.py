@@ -52,15 +52,13 @@ def run_search(
         )
     search = search.model_copy(update={"epochs": base.train.epochs})
     space = load_space(search.space, base)
-    from unet_core.data import read_manifest
-    from unetflow.datasets import resolve_data
+    from unetflow.datasets import resolve_for
 
-    # A raw images/ + masks/ folder is prepared once per content, as for training.
-    model = base.model
-    data_dir, _ = resolve_data(
-        project_dir, str(data_dir or base.data.path), model.spatial_dims, model.in_channels
-    )
-    read_manifest(data_dir)  # fails now, with the path, rather than inside every trial
+    # A raw images/ + masks/ folder is prepared once per content, as for training; bad
+    # data fails now, with the path, rather than inside every trial.
+    path = str(data_dir or base.data.path)
+    data = base.model_copy(update={"data": base.data.model_copy(update={"path": path})})
+    data_dir, _ = resolve_for(project_dir, data)
     from tune.runner import execute
 
     return execute(search, space, base, data_dir, project_dir, resume)

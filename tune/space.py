@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from unet_core.augment import AugmentConfig
 from unet_core.models import list_models
-from unetflow.config import ConfigError, ExperimentConfig, parse_config
+from unetflow.config import ConfigError, ExperimentConfig, parse_config, yaml_problem
 
 DISTRIBUTIONS = ("loguniform", "uniform", "randint", "choice", "grid")
 VIRTUAL_KEYS = ("model.preset", "data.augment.strength", "loss.deep_supervision_decay")
@@ -115,7 +115,7 @@ def load_space(path: str | Path, base: ExperimentConfig | None = None) -> Search
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such search space file; see tune/spaces/") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        raise ConfigError(f"{path}: {yaml_problem(err)}; fix the syntax") from None
     space = parse_space(raw, str(path))
     validate_space(space, base or ExperimentConfig())
     return space
@@ -123,13 +123,13 @@ def load_space(path: str | Path, base: ExperimentConfig | None = None) -> Search
 
 def parse_space(raw: Any, source: str) -> SearchSpace:
     """Turn the YAML mapping into a `SearchSpace` (shape only, no config checks)."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("params"), dict) or not raw["params"]:
-        raise ConfigError(f"{source}: needs a `params:` mapping of dotted keys to distributions")
-    unknown = sorted(set(raw) - {"name", "description", "params"})
+    unknown = sorted(set(raw) - {"name", "description", "params"}) if isinstance(raw, dict) else []
     if unknown:
         raise ConfigError(
             f"{source}: unknown top-level keys {unknown}; valid: name, description, params"
         )
+    if not isinstance(raw, dict) or not isinstance(raw.get("params"), dict) or not raw["params"]:
+        raise ConfigError(f"{source}: needs a `params:` mapping of dotted keys to distributions")
     params = {str(k): _parse_param(str(k), v, source) for k, v in raw["params"].items()}
     name = str(raw.get("name") or Path(source).stem)
     return SearchSpace(

@@ -26,6 +26,7 @@ from unet_core.data.streaming import FOREGROUND_FRACTION
 from unet_core.engine import OptimConfig, SchedulerConfig, TrainConfig
 from unet_core.losses import LossConfig
 from unet_core.models import ModelConfig, get_model_config
+from unetflow.uris import check_location
 
 
 class ConfigError(ValueError):
@@ -103,6 +104,11 @@ class CheckpointSettings(_Frozen):
     max_failures: int = Field(
         2, ge=-1, description="worker-group restarts from the last checkpoint"
     )
+
+    @field_validator("storage_path")
+    @classmethod
+    def _storage_location(cls, value: str | None) -> str | None:
+        return None if value is None else check_location(value)
 
 
 class TrackingSettings(_Frozen):
@@ -199,13 +205,15 @@ class ExperimentConfig(_Frozen):
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line per problem: `<source>: <field.path>: <message> (got <value>)`."""
-    lines = []
+    """One line: `<source>: <field.path>: <message> (got <value>)`, problems joined by "; "."""
+    problems = []
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
-        lines.append(f"{source}: {where}: {e['msg']}{got}")
-    return "\n".join(lines)
+        got = "" if e["type"] in ("missing", "extra_forbidden") else f" (got {e.get('input')!r})"
+        # pydantic prefixes a validator's own message with "Value error, ": not for users.
+        message = e["msg"].removeprefix("Value error, ")
+        problems.append(f"{source}: {where}: {message}{got}")
+    return "; ".join(problems)
 
 
 def parse_config(data: dict[str, Any] | None, source: str = "config") -> ExperimentConfig:
@@ -231,7 +239,9 @@ def load_config(
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such config file; pass an existing YAML file") from None
         except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err}); fix the syntax") from None
+            raise ConfigError(f"{path}: {yaml_problem(err)}; fix the syntax") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{path}: cannot read ({type(err).__name__}: {err})") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
     for dotted, value in (overrides or {}).items():
@@ -239,11 +249,24 @@ def load_config(
     return parse_config(data, source)
 
 
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's multi-line report as one line: what is wrong and where."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"not valid YAML: {problem}{where}"
+
+
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     keys = dotted.split(".")
+    if not all(keys):
+        raise ConfigError(f"--set {dotted}: empty key part; use section.key, e.g. train.epochs")
     node = data
-    for key in keys[:-1]:
+    for depth, key in enumerate(keys[:-1]):
         node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            section = ".".join(keys[: depth + 1])
+            raise ConfigError(f"--set {dotted}: {section} is a value, not a section")
     node[keys[-1]] = value
 
 

@@ -15,18 +15,31 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
-from unet_core.data import DataError, read_manifest, scan_folder, split_indices, write_manifest
+from unet_core.data import (
+    SPLIT_NAMES,
+    DataError,
+    read_manifest,
+    scan_folder,
+    split_indices,
+    write_manifest,
+)
 from unet_core.data.prepared import MANIFEST
 from unet_core.data.store import is_remote
+from unetflow.config import ExperimentConfig
 from unetflow.data_params import SplitParams
 from unetflow.prepare_cases import FileJob, default_workers, run_jobs
+
+# check(where, labels present, cases per split): raises DataError for unusable data.
+DataCheck = Callable[[Path | str, tuple[int, ...], dict[str, int]], None]
 
 PREPARED_ROOT = Path(".unetflow") / "prepared"
 _FORMAT = "folder-v2"  # bump when the preparation below changes what it writes
 FOLDER_VERSION = "folder-"  # data version of a raw folder: this prefix + its content hash
 MANIFEST_VERSION = "manifest-"  # data version of a prepared URI: this prefix + manifest hash
+MIN_FOLDER_CASES = 4  # the smallest folder whose default split leaves no split empty
 
 
 def is_raw_folder(path: Path) -> bool:
@@ -58,14 +71,23 @@ def folder_hash(root: Path, spatial_dims: int, in_channels: int) -> str:
 
 
 def prepare_folder(
-    root: Path, out: Path, spatial_dims: int, in_channels: int, workers: int | None = None
+    root: Path,
+    out: Path,
+    spatial_dims: int,
+    in_channels: int,
+    check: DataCheck | None = None,
+    workers: int | None = None,
 ) -> None:
-    """Check, split and write `root` case by case at `out` (atomically)."""
+    """Check, split and write `root` case by case at `out` (atomically).
+
+    `check(root, labels, counts)` runs once the cases are read, before anything appears
+    at `out`: data the config cannot train on leaves no prepared folder behind.
+    """
     samples = scan_folder(root, spatial_dims)
-    if len(samples) < 3:
-        raise DataError(root / "images", f"has {len(samples)} image(s); need at least 3 to split")
     split = SplitParams()  # the DVC prepare stage's defaults: one place for both
     idx = split_indices(len(samples), split.fractions, seed=split.seed)
+    counts = {k: len(v) for k, v in idx.items()}
+    check_counts(root / "images", counts)
     jobs = [
         FileJob(samples[i].stem, name, samples[i], spatial_dims, in_channels)
         for name, rows in idx.items()
@@ -75,6 +97,8 @@ def prepare_folder(
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out.parent))
     try:
         cases = run_jobs(jobs, str(staging), workers or default_workers())
+        if check is not None:
+            check(root, tuple(sorted({v for c in cases for v in c.labels})), counts)
         write_manifest(staging, cases, meta={"source": "folder", "folder": str(root)})
         try:
             staging.rename(out)  # nothing half-written ever appears at `out`
@@ -83,14 +107,33 @@ def prepare_folder(
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    counts = {k: len(v) for k, v in idx.items()}
     print(f"prepared folder {root} ({sum(counts.values())} images {counts}) into {out}", flush=True)
 
 
+def check_counts(where: Path | str, counts: dict[str, int]) -> None:
+    """Every split needs a case: training, validation each epoch and the test evaluation."""
+    empty = [name for name in SPLIT_NAMES if counts.get(name, 0) < 1]
+    if empty:
+        total = sum(counts.values())
+        raise DataError(
+            where,
+            f"{total} image(s) give an empty {'/'.join(empty)} split {counts}; "
+            f"add image/mask pairs (a folder needs at least {MIN_FOLDER_CASES})",
+        )
+
+
 def resolve_data(
-    project_dir: Path, data_path: str, spatial_dims: int, in_channels: int
+    project_dir: Path,
+    data_path: str,
+    spatial_dims: int,
+    in_channels: int,
+    check: DataCheck | None = None,
 ) -> tuple[Path | str, str | None]:
     """The prepared data set for `data.path`, and its data version when known here.
+
+    Args:
+        check: `check(where, labels, counts)` raises `DataError` for data the caller
+            cannot use; it runs before a raw folder is written out.
 
     Returns:
         `(prepared folder, None)` when `data.path` is a prepared folder (the caller's
@@ -99,23 +142,93 @@ def resolve_data(
         raw folder.
 
     Raises:
-        DataError: `data.path` is neither prepared nor an `images/` + `masks/` folder,
-            or its files are unreadable or inconsistent.
+        DataError: `data.path` is missing, empty, neither prepared nor an `images/` +
+            `masks/` folder, or its files are unreadable or inconsistent.
     """
     if is_remote(data_path):
         manifest = read_manifest(data_path)  # fails here, with the URI, not in a worker
+        counts = {k: manifest.count(k) for k in manifest.splits}
+        check_counts(data_path, counts)
+        if check is not None:
+            check(data_path, manifest.labels, counts)
         return data_path.rstrip("/"), f"{MANIFEST_VERSION}{manifest.version()[:16]}"
     path = (project_dir / data_path).resolve()
     if not is_raw_folder(path):
-        if not (path / MANIFEST).exists() and path.is_dir() and any(path.iterdir()):
-            raise DataError(
-                path,
-                "data.path holds neither manifest.json nor images/ + masks/; "
-                "point it at a prepared data set or a folder with images/ and masks/",
-            )
+        _check_prepared(path, spatial_dims, in_channels, check)
         return path, None
     digest = folder_hash(path, spatial_dims, in_channels)
     out = project_dir.resolve() / PREPARED_ROOT / digest
     if not (out / MANIFEST).exists():
-        prepare_folder(path, out, spatial_dims, in_channels)
+        prepare_folder(path, out, spatial_dims, in_channels, check)
+    elif check is not None:
+        manifest = read_manifest(out)
+        check(path, manifest.labels, {k: manifest.count(k) for k in manifest.splits})
     return out, f"{FOLDER_VERSION}{digest}"
+
+
+def _check_prepared(
+    path: Path, spatial_dims: int, in_channels: int, check: DataCheck | None
+) -> None:
+    """A prepared folder exists, matches the model's dims and channels, and passes `check`."""
+    what = "point data.path at a prepared data set or a folder with images/ and masks/"
+    if not path.exists():
+        raise DataError(path, f"data.path does not exist; {what}")
+    if not path.is_dir():
+        raise DataError(path, f"data.path is a file, not a folder; {what}")
+    if not (path / MANIFEST).exists():
+        if not any(path.iterdir()):
+            raise DataError(path, f"data.path is an empty folder; {what}")
+        raise DataError(path, f"data.path holds neither manifest.json nor images/ + masks/; {what}")
+    manifest = read_manifest(path)
+    where = path / MANIFEST
+    if manifest.spatial_dims != spatial_dims:
+        raise DataError(
+            where,
+            f"data is {manifest.spatial_dims}D but model.spatial_dims is {spatial_dims}; "
+            "set model.spatial_dims to match the data",
+        )
+    if manifest.in_channels != in_channels:
+        raise DataError(
+            where,
+            f"images have {manifest.in_channels} channel(s) but model.in_channels is "
+            f"{in_channels}; set model.in_channels: {manifest.in_channels}",
+        )
+    counts = {k: manifest.count(k) for k in manifest.splits}
+    check_counts(where, counts)
+    if check is not None:
+        check(where, manifest.labels, counts)
+
+
+def label_check(mode: str, out_channels: int) -> DataCheck:
+    """A `DataCheck` refusing mask labels that `loss.mode` / `model.out_channels` cannot learn.
+
+    0/255 masks are read as 0/1, so they pass as binary.
+    """
+
+    def check(where: Path, labels: tuple[int, ...], counts: dict[str, int]) -> None:
+        found = ", ".join(map(str, labels))
+        top = max(labels, default=0)
+        if mode == "binary" and top > 1:
+            raise DataError(
+                where,
+                f"masks hold labels {{{found}}} but loss.mode 'binary' takes 0/1 (or 0/255) "
+                f"masks; set loss.mode: multiclass and model.out_channels: {top + 1}",
+            )
+        if mode == "multiclass" and top >= out_channels:
+            raise DataError(
+                where,
+                f"masks hold labels {{{found}}} but model.out_channels is {out_channels} "
+                f"(labels 0..{out_channels - 1}); set model.out_channels: {top + 1}",
+            )
+
+    return check
+
+
+def resolve_for(project_dir: Path, cfg: ExperimentConfig) -> tuple[Path, str | None]:
+    """`resolve_data` for `cfg`: refuses data its model and loss cannot train on.
+
+    Runs on the driver, so bad data fails in one line before any Ray worker starts.
+    """
+    model = cfg.model
+    check = label_check(cfg.loss.mode, model.out_channels)
+    return resolve_data(project_dir, cfg.data.path, model.spatial_dims, model.in_channels, check)

@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from unetflow.errors import UsageError
+from unetflow.uris import check_location
 
 PREPARED = "data/prepared"
 LOCAL_REMOTE = ".unetflow/dvc-remote"
@@ -203,7 +204,18 @@ def set_remote(
     """Make `url` (s3://bucket/prefix or a folder) the default remote, in config.local only.
 
     Credentials are never written: DVC reads them from the environment or AWS profiles.
+
+    Raises:
+        UsageError: `url` or `endpoint` is malformed (checked before any DVC state is written).
     """
+    try:
+        check_location(url)
+    except ValueError as err:
+        raise UsageError(f"remote URL {err}") from None
+    if endpoint is not None and not re.match(r"^https?://[^/\s]+", endpoint):
+        raise UsageError(
+            f"--endpoint {endpoint!r} is not an http(s) URL; use e.g. http://127.0.0.1:9000"
+        )
     ensure_repo(project_dir)
     names = dvc(project_dir, "remote", "list", "--local", quiet=True).split()
     verb = "modify" if name in names else "add"

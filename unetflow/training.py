@@ -118,9 +118,8 @@ def train_and_register(
     """
     project_dir = project_dir.resolve()
     # data.path may be a raw images/ + masks/ folder: prepared here, versioned by content.
-    data_dir, folder_version = datasets.resolve_data(
-        project_dir, cfg.data.path, cfg.model.spatial_dims, cfg.model.in_channels
-    )
+    # Checked against the config here, before an MLflow run or a Ray worker exists.
+    data_dir, folder_version = datasets.resolve_for(project_dir, cfg)
     data_version = folder_version or data_version
     mlflow.set_tracking_uri(tracking.tracking_uri(project_dir))
     experiment_id = tracking.ensure_experiment(cfg.tracking.experiment, project_dir)

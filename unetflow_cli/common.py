@@ -40,7 +40,11 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {pair!r}: expected KEY=VALUE, e.g. train.epochs=5")
-        out[key] = yaml.safe_load(value)
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            # Not YAML (an unclosed bracket or quote, say): the value as written.
+            out[key] = value
     return out
 
 

@@ -8,11 +8,10 @@ import argparse
 import importlib
 import sys
 from pathlib import Path
+from typing import NoReturn
 
-from unet_core.data import DataError
-from unetflow.config import ConfigError
 from unetflow.dvc_data import DvcError
-from unetflow.errors import UsageError
+from unetflow.user_errors import USER_ERRORS
 
 # Each module adds its subcommands with `register(subparsers)`.
 COMMAND_MODULES = (
@@ -25,11 +24,20 @@ COMMAND_MODULES = (
     "unetflow_cli.stack",
 )
 
-USER_ERRORS = (ConfigError, DataError, DvcError, UsageError, FileNotFoundError)
+# Reported as one line and exit code 2: bad input, and DVC's own failures (its message
+# already holds the last lines DVC printed).
+REPORTED = (*USER_ERRORS, DvcError, FileNotFoundError)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line (with where to find help), exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message}; see `{self.prog} --help`\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="unetflow", description=__doc__)
+    parser = OneLineParser(prog="unetflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -56,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except USER_ERRORS as err:
+    except REPORTED as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

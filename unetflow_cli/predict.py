@@ -24,6 +24,26 @@ from unet_core.package import Segmenter, load_package
 from unetflow.errors import UsageError
 
 
+def use_project_store(ref: str, project_dir: Path) -> None:
+    """Point MLflow at the project's store for a `models:/` or `runs:/` URI.
+
+    Without `MLFLOW_TRACKING_URI`, MLflow would create an empty store in the working
+    folder just to find the model missing; the project's own store is used instead,
+    and a project without one is refused before anything is written.
+    """
+    if not ref.startswith(("models:/", "runs:/")) or os.environ.get("MLFLOW_TRACKING_URI"):
+        return
+    store = project_dir.resolve() / ".unetflow" / "mlflow.db"
+    if not store.is_file():
+        raise UsageError(
+            f"--model {ref}: no MLflow store at {store}; train a model first (`unetflow run`), "
+            "pass --project-dir, or set MLFLOW_TRACKING_URI"
+        )
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{store}")
+
+
 def load_segmenter(ref: str) -> Segmenter:
     """Load a model from an MLflow URI, a package/checkpoint file or a checkpoint folder."""
     path = Path(ref)
@@ -110,6 +130,7 @@ def write_mask(mask: np.ndarray, source: Path, dest: Path, mode: str) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    use_project_store(args.model, args.project_dir)
     segmenter = load_segmenter(args.model)
     dims = segmenter.config.spatial_dims
     if args.patch is not None and len(args.patch) != dims:
@@ -154,5 +175,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         metavar="N",
         help="sliding-window tile per spatial axis (default: the model's, else whole image)",
+    )
+    p.add_argument(
+        "--project-dir",
+        type=Path,
+        default=Path("."),
+        help="project whose MLflow store holds models:/ URIs (default: .)",
     )
     p.set_defaults(func=cmd_predict)

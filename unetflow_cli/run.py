@@ -10,7 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from unetflow.datasets import FOLDER_VERSION
+from unetflow.config import ExperimentConfig
+from unetflow.data_params import read_params
+from unetflow.datasets import FOLDER_VERSION, resolve_for
+from unetflow.dvc_data import PREPARED, parse_version
+from unetflow.errors import UsageError
 from unetflow_cli.common import add_config_args, config_from_args
 
 if TYPE_CHECKING:
@@ -51,9 +55,37 @@ def _flows():
     return params, pipeline
 
 
+def check_inputs(cfg: ExperimentConfig, project_dir: Path) -> None:
+    """Refuse what the flow would fail on, before Prefect, MLflow or Ray start.
+
+    Data the DVC stages produce inside the flow (the default `data/prepared`) is
+    checked there, on the driver, before Ray; here its source, params.yaml, is.
+    A raw images/ + masks/ folder is prepared here (atomically, once per content),
+    so the flow finds it ready.
+    """
+    if not project_dir.is_dir():
+        raise UsageError(f"--project-dir {project_dir}: no such folder")
+    if cfg.data.version:
+        parse_version(cfg.data.version)  # fetched from DVC inside the flow
+        return
+    path = (project_dir / cfg.data.path).resolve()
+    if path == (project_dir / PREPARED).resolve():
+        for name in ("dvc.yaml", "params.yaml"):
+            if not (project_dir / name).is_file():
+                raise UsageError(
+                    f"{project_dir / name}: missing; data.path {cfg.data.path!r} is made by "
+                    "the DVC stages: copy dvc.yaml and params.yaml from the unetflow "
+                    "repository, or point data.path at your data"
+                )
+        read_params(project_dir / "params.yaml")
+        return
+    resolve_for(project_dir, cfg)
+
+
 def _run_flow(args: argparse.Namespace, pick: Callable[[Any, Any], tuple[Any, Any]]) -> int:
     """Validate the config, run the flow `pick(flows, params)` names, print the summary."""
     cfg = config_from_args(args)
+    check_inputs(cfg, args.project_dir)
     # Read before the flow runs: mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI.
     server_uri = os.environ.get("MLFLOW_TRACKING_URI")
     params, flows = _flows()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -107,6 +108,8 @@ def test_ui_hint_follows_the_tracking_uri_the_user_set_before_the_flow(
     fake_params = SimpleNamespace(TrainParams=lambda **kw: kw)
     fake_flows = SimpleNamespace(train=train_flow)
     monkeypatch.setattr(run, "_flows", lambda: (fake_params, fake_flows))
+    for name in ("dvc.yaml", "params.yaml"):  # checked before the flow starts
+        shutil.copy(Path(__file__).parents[2] / name, tmp_path / name)
     args = build_parser().parse_args(["train", "--project-dir", str(tmp_path)])
     assert args.func(args) == 0
     assert ("look at it:     .venv/bin/mlflow ui" in capsys.readouterr().out) == shown

@@ -17,6 +17,8 @@ class DataError(ValueError):
         self.problem = " ".join(problem.split())  # one line, whatever the reader said
         super().__init__(self.problem if where is None else f"{where}: {self.problem}")
 
-    def __reduce__(self) -> tuple:
-        # Rebuilt from (where, problem) when a worker process sends it back to its parent.
-        return (type(self), (self.where, self.problem))
+    def __reduce__(self) -> tuple[type[DataError], tuple[str | None, str]]:
+        # Rebuild from both fields: the default pickles only `args` (the joined message),
+        # which __init__ cannot take, so a DataError raised in a Ray worker never reached
+        # the driver (unpickling failed with a TypeError instead).
+        return type(self), (self.where, self.problem)

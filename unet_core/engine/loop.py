@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from unet_core.engine.checkpoint import capture_state, restore_state
 from unet_core.engine.config import TrainConfig
@@ -169,6 +170,10 @@ def evaluate(
             evaluate whole cases through a sliding window.
     """
     sync_buffers(model)
+    # The forward runs on the wrapped module: DDP's forward joins a buffer broadcast that
+    # a rank without validation batches (fewer val cases than ranks) never calls, so
+    # the others would wait for it forever. Every rank joins the reductions below.
+    model = getattr(model, "module", model) if isinstance(model, DDP) else model
     model.eval()
     accumulator.reset()
     dtype = autocast_dtype(amp, device)

@@ -60,3 +60,25 @@ def test_two_rank_evaluate_equals_single_process(tmp_path: Path) -> None:
     assert 0.05 < single["val_dice"] < 0.95  # not degenerate: drifted stats would show
     for key in ("val_dice", "val_iou"):
         assert saved["metrics"][key] == pytest.approx(single[key], abs=1e-6)
+
+
+def _rank_ddp_one_val_case(rank: int, world: int, init_file: str, out: str) -> None:
+    from torch.nn.parallel import DistributedDataParallel
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    model = DistributedDataParallel(_model())
+    model(torch.randn(2, 1, 16, 16)).sum().backward()  # a training step, as in `fit`
+    data = TensorDataset(*(t[:1] for t in _data().tensors))  # one case: rank 1 gets none
+    loader = DataLoader(data, batch_size=1, sampler=ShardSampler(len(data), rank, world))
+    metrics = evaluate(model, loader, MetricAccumulator(num_classes=1), device=torch.device("cpu"))
+    if rank == 0:
+        torch.save({"metrics": metrics}, out)
+    dist.destroy_process_group()
+
+
+@pytest.mark.timeout(120)  # the bug was a hang: fail instead
+def test_ddp_evaluate_with_fewer_cases_than_ranks_does_not_hang(tmp_path: Path) -> None:
+    out = tmp_path / "rank0.pt"
+    mp.spawn(_rank_ddp_one_val_case, args=(2, str(tmp_path / "init"), str(out)), nprocs=2)
+    metrics = torch.load(out, weights_only=True)["metrics"]
+    assert 0.0 <= metrics["val_dice"] <= 1.0

@@ -1,0 +1,87 @@
+"""The local Ray that training starts (`ensure_ray`) listens on loopback only, and a
+client without the right token is refused (`AuthenticationError`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+def _env(tmp: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    return {
+        **env,
+        "PYTHONPATH": str(ROOT),
+        "RAY_TMPDIR": str(tmp),
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_TOKEN_PATH": str(tmp / "auth_token"),
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[tuple[dict, Path]]:
+    """The project's own local Ray, started as a user's `unetflow train` starts it."""
+    tmp = Path("/tmp") / f"rt-{secrets.token_hex(3)}"  # short: Ray's Unix socket paths
+    tmp.mkdir()
+    # The token file of a user; the auth mode is unetflow's default (token).
+    (tmp / "auth_token").write_text(secrets.token_hex(32))
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "local_ray.py")],
+        env=_env(tmp),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line, "local Ray did not start"
+        yield json.loads(line), tmp
+    finally:
+        proc.stdin.close()
+        proc.wait(60)
+        subprocess.run(["rm", "-rf", str(tmp)], check=False)
+
+
+def test_every_listener_is_on_loopback(local_ray) -> None:
+    info, _ = local_ray
+    assert len(info["listeners"]) >= 3  # GCS, raylet, dashboard at least
+    exposed = [x for x in info["listeners"] if x["ip"] not in LOOPBACK]
+    assert not exposed, f"listening beyond loopback: {exposed}"
+    assert info["address"].startswith("127.0.0.1:")
+
+
+def _connect(address: str, tmp: Path, **env: str) -> subprocess.CompletedProcess:
+    code = f"import ray; ray.init(address={address!r}); print('connected', flush=True)"
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env=_env(tmp, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", **env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_client_without_the_token_is_refused(local_ray) -> None:
+    info, tmp = local_ray
+    wrong = _connect(info["address"], tmp, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0" * 64)
+    assert wrong.returncode != 0 and "connected" not in wrong.stdout
+    assert "AuthenticationError" in wrong.stderr
+    none = _connect(info["address"], tmp, RAY_AUTH_MODE="disabled")
+    assert none.returncode != 0 and "AuthenticationError" in none.stderr
+    # The same client with the user's token (their token file) gets in.
+    right = _connect(info["address"], tmp, RAY_AUTH_MODE="token")
+    assert right.returncode == 0 and "connected" in right.stdout, right.stderr[-2000:]
