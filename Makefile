@@ -29,9 +29,10 @@ test-gpu: install  ## CUDA paths (AMP, NCCL); run on a GPU machine
 test-fast: install  ## unit tests only
 	$(VENV)/bin/pytest -m "not slow and not integration and not gpu"
 
-lint: install
+lint: install  ## ruff check + format check + mypy (checks what [tool.mypy] names: unet_core)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: install
 	$(VENV)/bin/ruff format .

@@ -52,7 +52,8 @@ def sliding_window(
     patch = tuple(min(p, s) for p, s in zip(patch, spatial, strict=True))
     steps = [max(1, int(p * (1 - overlap))) for p in patch]
     weight = gaussian_weight(patch).to(images.device)
-    out = norm = None
+    norm = images.new_zeros(spatial, dtype=torch.float32)
+    out = None  # allocated at the first tile, which tells the number of output channels
     for corner in itertools.product(
         *(_starts(s, p, st) for s, p, st in zip(spatial, patch, steps, strict=True))
     ):
@@ -62,9 +63,9 @@ def sliding_window(
             out = images.new_zeros(
                 (images.shape[0], logits.shape[1], *spatial), dtype=torch.float32
             )
-            norm = images.new_zeros(spatial, dtype=torch.float32)
         out[(slice(None), slice(None), *window)] += logits * weight
         norm[window] += weight
+    assert out is not None  # every axis has at least one start, so there is a first tile
     return out / norm
 
 
@@ -89,13 +90,10 @@ def predict_logits(
     if not tta:
         return run(images)
     dims = list(range(2, images.ndim))
-    total, count = None, 0
-    for k in range(len(dims) + 1):
+    total, count = run(images), 1  # no flip
+    for k in range(1, len(dims) + 1):
         for flip in itertools.combinations(dims, k):
-            x = images.flip(flip) if flip else images
-            y = run(x)
-            y = y.flip(flip) if flip else y
-            total = y if total is None else total + y
+            total = total + run(images.flip(flip)).flip(flip)
             count += 1
     return total / count
 

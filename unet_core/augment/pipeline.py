@@ -13,13 +13,14 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from unet_core.augment.config import AugmentConfig
-from unet_core.augment.intensity import INTENSITY_TRANSFORMS
+from unet_core.augment.intensity import INTENSITY_TRANSFORMS, IntensityFn
 from unet_core.augment.spatial import (
     affine_theta,
     degrees_to_radians,
@@ -95,9 +96,7 @@ class BatchAugmenter:
             applied, values = draws.intensity[name]
             index = applied.nonzero().flatten()
             fn = INTENSITY_TRANSFORMS[name].fn
-            images = subset_apply(
-                images, index, lambda x, v=values[index], f=fn: f(x, v, device_gen)
-            )
+            images = subset_apply(images, index, _bind(fn, values[index], device_gen))
         return images, (labels.squeeze(1) if squeeze else labels)
 
     def _check(self, images: torch.Tensor, masks: torch.Tensor) -> bool:
@@ -203,3 +202,13 @@ def _generators(
     cpu_gen = torch.Generator().manual_seed(seed)
     device_gen = torch.Generator(device=device).manual_seed(seed ^ _DEVICE_SEED_SALT)
     return cpu_gen, device_gen
+
+
+def _bind(
+    fn: IntensityFn, values: torch.Tensor, gen: torch.Generator
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``fn`` with its per-sample values and generator bound, as ``subset_apply`` calls it.
+
+    A function rather than a lambda in the loop, so each call keeps its own ``values``.
+    """
+    return lambda images: fn(images, values, gen)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -54,7 +55,7 @@ def flip_and_rot90(
     x = subset_apply(x, transpose.nonzero().flatten(), lambda t: t.transpose(first, first + 1))
     for axis in range(n_dims):
         dim = 2 + axis
-        x = subset_apply(x, flips[:, axis].nonzero().flatten(), lambda t, d=dim: t.flip(d))
+        x = subset_apply(x, flips[:, axis].nonzero().flatten(), partial(torch.flip, dims=(dim,)))
     return x
 
 
@@ -155,10 +156,10 @@ def resample(
         ``(images, masks)`` in their input dtypes.
     """
     grid = grid.to(images.dtype)
-    kwargs = {"padding_mode": padding_mode, "align_corners": False}
-    out_images = F.grid_sample(images, grid, mode="bilinear", **kwargs)
+    sample = partial(F.grid_sample, padding_mode=padding_mode, align_corners=False)
+    out_images = sample(images, grid, mode="bilinear")
     # Nearest neighbour copies existing label values; round guards float -> int casting.
-    labels = F.grid_sample(masks.to(grid.dtype), grid, mode="nearest", **kwargs)
+    labels = sample(masks.to(grid.dtype), grid, mode="nearest")
     return out_images, labels.round().to(masks.dtype)
 
 

@@ -43,7 +43,9 @@ def _read_npy(path: Path) -> np.ndarray:
 def _read_nifti(path: Path) -> np.ndarray:
     import nibabel as nib
 
-    return np.asanyarray(nib.load(path).dataobj)  # keeps the stored dtype (labels stay ints)
+    # Stub gap: nib.load is typed as the base FileBasedImage, which has no `dataobj`; a
+    # .nii(.gz) path loads a Nifti1Image. `dataobj` keeps the stored dtype (labels stay ints).
+    return np.asanyarray(nib.load(path).dataobj)  # type: ignore[attr-defined]
 
 
 READERS: dict[str, Reader] = {

@@ -11,6 +11,7 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -21,6 +22,9 @@ from unet_core.engine.checkpoint import capture_state, restore_state
 from unet_core.engine.config import TrainConfig
 from unet_core.engine.optim import Schedule
 from unet_core.engine.results import EpochResult, FitResult
+
+if TYPE_CHECKING:  # a type only: the engine need not import the metrics (and SciPy)
+    from unet_core.metrics import MetricAccumulator
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Augment = Callable[[torch.Tensor, torch.Tensor], Batch]
@@ -97,7 +101,7 @@ def train_one_epoch(
     *,
     device: torch.device,
     scaler: torch.amp.GradScaler | None = None,
-    schedule=None,
+    schedule: Schedule | None = None,
     augment: Augment | None = None,
     hooks: Hooks | None = None,
 ) -> dict[str, float]:
@@ -122,7 +126,7 @@ def train_one_epoch(
         if hooks and hooks.on_step:
             hooks.on_step(step, loss.item())
     totals = _reduce_sum(totals.to(_reduce_device(device))).cpu()
-    return {"train_loss": float(totals[0] / max(totals[1], 1.0))}
+    return {"train_loss": float(totals[0] / totals[1].clamp(min=1.0))}
 
 
 def _reduce_device(device: torch.device) -> torch.device:
@@ -151,7 +155,7 @@ def _optimizer_step(
 def evaluate(
     model: nn.Module,
     loader: Iterable[Batch],
-    accumulator,
+    accumulator: MetricAccumulator,
     *,
     device: torch.device,
     loss_fn: nn.Module | None = None,
@@ -192,7 +196,7 @@ def evaluate(
     metrics = {f"{prefix}{k}": v for k, v in accumulator.compute().items()}
     if loss_fn is not None:
         totals = _reduce_sum(totals.to(rdev)).cpu()
-        metrics[f"{prefix}loss"] = float(totals[0] / max(totals[1], 1.0))
+        metrics[f"{prefix}loss"] = float(totals[0] / totals[1].clamp(min=1.0))
     return metrics
 
 
@@ -216,13 +220,13 @@ class Trainer:
     optimizer: torch.optim.Optimizer
     schedule: Schedule
     loss_fn: nn.Module
-    accumulator: object
+    accumulator: MetricAccumulator
     train_loader: Iterable[Batch]
     val_loader: Iterable[Batch]
     cfg: TrainConfig
     device: torch.device
     scaler: torch.amp.GradScaler | None = None
-    augment: Callable[[torch.Tensor, torch.Tensor, torch.Generator], Batch] | None = None
+    augment: Callable[[torch.Tensor, torch.Tensor, torch.Generator | None], Batch] | None = None
     generator: torch.Generator | None = None
     hooks: Hooks | None = None
     infer: Infer | None = None  # validation logits; None: model(images)

@@ -12,7 +12,8 @@ from unet_core.engine.config import OptimConfig, SchedulerConfig
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     """Build the optimizer; norm and bias parameters get no weight decay."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for param in model.parameters():
         if param.requires_grad:
             # 1-D tensors are norm scales and biases: decaying them only hurts.

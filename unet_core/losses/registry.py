@@ -15,7 +15,7 @@ from __future__ import annotations
 import fnmatch
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 from torch import nn
 
@@ -26,6 +26,14 @@ from unet_core.losses.region import DiceLoss, JaccardLoss, TverskyLoss
 from unet_core.losses.targets import Mode
 
 ComboSpec = Mapping[str, float] | Sequence[tuple[str, float] | tuple[str, float, Mapping[str, Any]]]
+
+
+class _Shared(TypedDict):
+    """The options that every term of a combined loss takes alike."""
+
+    mode: Mode
+    include_background: bool
+    class_weights: Sequence[float] | None
 
 
 def dice_bce(
@@ -44,7 +52,7 @@ def dice_bce(
     ``class_weights`` (length C) go to both terms; Dice drops the background weight when
     ``include_background=False``, cross-entropy keeps every class.
     """
-    common = {
+    common: _Shared = {
         "mode": mode,
         "include_background": include_background,
         "class_weights": class_weights,
@@ -67,7 +75,7 @@ def dice_focal(
     alpha: float | None = None,
 ) -> ComboLoss:
     """``lambda_dice * dice + lambda_focal * focal``, as ``monai.losses.DiceFocalLoss``."""
-    common = {
+    common: _Shared = {
         "mode": mode,
         "include_background": include_background,
         "class_weights": class_weights,
@@ -98,7 +106,7 @@ def combo(
         A :class:`ComboLoss` whose terms are named after the losses.
     """
     items = list(losses.items()) if isinstance(losses, Mapping) else list(losses)
-    shared = {
+    shared: _Shared = {
         "mode": mode,
         "include_background": include_background,
         "class_weights": class_weights,

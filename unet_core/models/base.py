@@ -8,6 +8,7 @@ the input size and the deep-supervision contract live here once.
 from __future__ import annotations
 
 import math
+from types import EllipsisType
 
 import torch
 import torch.nn.functional as F
@@ -58,7 +59,8 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
 
 def crop_to(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     """Keep the leading ``size`` voxels of each spatial dim of x [B, C, *S]."""
-    return x[(..., *(slice(0, s) for s in size))]
+    index: tuple[EllipsisType | slice, ...] = (..., *(slice(0, s) for s in size))
+    return x[index]
 
 
 class SegmentationModel(nn.Module):
