@@ -151,3 +151,88 @@ def _run_and_wait(server: str, deployment_id, on_retry, timeout: float = 420.0):
                 on_retry()
             time.sleep(1)
     raise TimeoutError(f"flow run {run.id} not finished after {timeout}s: {run.state}")
+
+
+HELLO_FLOW = """
+from prefect import flow
+
+
+@flow
+def hello() -> str:
+    return "scheduled"
+"""
+
+
+def test_scheduler_creates_runs_and_a_worker_completes_one(
+    server: str, client_env: dict[str, str], project_dir: Path, tmp_path: Path
+) -> None:
+    """Nothing is triggered by hand: every run here comes from the server's scheduler."""
+    from prefect import Flow
+
+    from flows.deployments import ensure_work_pool
+
+    deploy = subprocess.run(
+        [str(BIN / "unetflow"), "deploy", "--project-dir", str(project_dir)],
+        env=client_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert deploy.returncode == 0, deploy.stderr[-2000:]
+    # A tiny flow every 5 s on its own pool: the worker below can only pick up its runs.
+    (tmp_path / "hello_flow.py").write_text(HELLO_FLOW)
+    with _client(server):
+        ensure_work_pool("schedule-test")
+        source = Flow.from_source(source=str(tmp_path), entrypoint="hello_flow.py:hello")
+        hello_id = source.to_deployment(
+            name="every-5s", interval=5, work_pool_name="schedule-test"
+        ).apply(work_pool_name="schedule-test")
+
+    nightly = _wait_for_scheduled_runs(server, "pipeline", "nightly")
+    assert {(r.expected_start_time.hour, r.expected_start_time.minute) for r in nightly} == {(2, 0)}
+    weekly = _wait_for_scheduled_runs(server, "tune", "weekly")
+    assert {(r.expected_start_time.weekday(), r.expected_start_time.hour) for r in weekly} == {
+        (6, 3)  # Sunday 03:00 UTC
+    }
+
+    log = tmp_path / "worker.log"
+    with log.open("w") as out:
+        worker = subprocess.Popen(
+            # One run at a time: runs pile up every 5 s while the worker starts.
+            [str(BIN / "prefect"), "worker", "start", "--pool", "schedule-test", "--limit", "1"],
+            env={**client_env, "PREFECT_WORKER_QUERY_SECONDS": "2"},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        done = _wait_for_runs(
+            server, hello_id, lambda r: r.state and r.state.is_completed(), timeout=300
+        )
+    except TimeoutError as err:
+        raise AssertionError(f"{err}; worker log:\n{log.read_text()[-3000:]}") from None
+    finally:
+        stop(worker)
+    assert all(r.auto_scheduled for r in done), "a run was not created by the scheduler"
+
+
+def _wait_for_scheduled_runs(server: str, flow_name: str, name: str, timeout: float = 90.0):
+    with _client(server) as client:
+        deployment_id = client.read_deployment_by_name(f"{flow_name}/{name}").id
+    return _wait_for_runs(
+        server, deployment_id, lambda r: r.auto_scheduled and r.state.is_scheduled(), timeout
+    )
+
+
+def _wait_for_runs(server: str, deployment_id, accept, timeout: float = 120.0) -> list:
+    """Poll the deployment's flow runs until some satisfy `accept`; returns those."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    only = DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with _client(server) as client:
+            runs = [r for r in client.read_flow_runs(deployment_filter=only) if accept(r)]
+        if runs:
+            return runs
+        time.sleep(2)
+    raise TimeoutError(f"no matching run of deployment {deployment_id} after {timeout:.0f}s")
