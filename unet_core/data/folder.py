@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -275,8 +276,8 @@ def read_geometry(path: str | Path, spatial_dims: int) -> tuple[tuple[float, ...
     import nibabel as nib
 
     try:
-        header = nib.load(path)
-        zooms = tuple(float(z) for z in header.header.get_zooms()[:spatial_dims])
-        return zooms, np.asarray(header.affine, dtype=np.float64)
+        image: Any = nib.load(path)  # nibabel's stubs type it as the file-based base class
+        zooms = tuple(float(z) for z in image.header.get_zooms()[:spatial_dims])
+        return zooms, np.asarray(image.affine, dtype=np.float64)
     except Exception as err:
         raise DataError(path, f"cannot read the NIfTI header ({type(err).__name__}: {err})") from err

@@ -232,7 +232,7 @@ class PreparedStore:
         """The zarr array ``[*spatial]`` uint8 of a case."""
         return self._open(stem, "mask")
 
-    def read(self, stem: str, window: tuple[slice, ...] | None = None) -> tuple[np.ndarray, ...]:
+    def read(self, stem: str, window: tuple[slice, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(image [C, *w], mask [*w])`` of a window (None: the whole case)."""
         window = window or (slice(None),) * self.manifest.spatial_dims
         try:

@@ -73,14 +73,14 @@ def write_text(location: Location, text: str, options: StorageOptions = None) ->
         fs, path = filesystem(location, options)
         fs.pipe_file(path, text.encode())
         return
-    path = Path(location)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    local = Path(location)
+    local.parent.mkdir(parents=True, exist_ok=True)
+    tmp = local.with_name(f".{local.name}.tmp-{os.getpid()}")
     try:
         tmp.write_text(text)
         with tmp.open("rb") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, local)
     finally:
         tmp.unlink(missing_ok=True)
 

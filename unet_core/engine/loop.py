@@ -236,7 +236,7 @@ class Trainer:
         for loader in (self.train_loader, self.val_loader):
             # A new shuffle (sampler) or new patches (streaming dataset) per epoch.
             for part in (getattr(loader, "sampler", None), getattr(loader, "dataset", None)):
-                if hasattr(part, "set_epoch"):
+                if part is not None and hasattr(part, "set_epoch"):
                     part.set_epoch(epoch)
         augment = None
         if self.augment is not None:

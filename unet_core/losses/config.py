@@ -20,11 +20,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 from torch import nn
 
 from unet_core.losses.registry import create_loss, list_losses
 from unet_core.losses.targets import Mode
+
+# The registry stays the one list of names: the form's choices are read from it.
+_LOSS_NAMES: list[JsonValue] = list(list_losses())
 
 
 class LossTerm(BaseModel):
@@ -32,7 +35,7 @@ class LossTerm(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", title="Loss term")
 
-    name: str = Field(description="registered loss name", json_schema_extra={"enum": list_losses()})
+    name: str = Field(description="registered loss name", json_schema_extra={"enum": _LOSS_NAMES})
     weight: float = Field(1.0, ge=0, description="multiplier of this term in the sum")
     params: dict[str, Any] = Field(
         default_factory=dict, description='the term\'s own options, e.g. {"beta": 0.7}'
@@ -44,9 +47,8 @@ class LossConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", title="Loss")
 
-    # The registry stays the one list of names: the form's choices are read from it.
     name: str = Field(
-        "dice_bce", description="registered loss name", json_schema_extra={"enum": list_losses()}
+        "dice_bce", description="registered loss name", json_schema_extra={"enum": _LOSS_NAMES}
     )
     mode: Mode = Field(
         "binary",
