@@ -20,7 +20,8 @@ from flows.params import TrainParams
 from tests.conftest import REPO
 from tests.stack.conftest import StackUnderTest, run_cli
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
+# The first test also pays for the shared stack's start (minutes on a busy machine).
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(1800)]
 
 ARTIFACTS = REPO / "tests" / "artifacts"
 # As STACK.md: headless as root, no GPU, nothing fetched from outside.

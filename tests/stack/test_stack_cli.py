@@ -18,9 +18,10 @@ from unetflow.stack.net import LOOPBACK, free_port, http_ok, port_open, wait_unt
 from unetflow.stack.ray import pids_naming
 from unetflow.stack.state import env_file, stack_root
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
+# The first test also pays for the shared stack's start (minutes on a busy machine).
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(1800)]
 
-SERVICES = ("postgres", "s3", "ray-head", "mlflow", "prefect", "ray-worker", "prefect-worker")
+SERVICES = ("postgres", "s3", "ray-head", "mlflow", "prefect", "prefect-worker", "ray-worker")
 SECRETS = ("RAY_AUTH_TOKEN", "AWS_SECRET_ACCESS_KEY")
 
 

@@ -1,8 +1,8 @@
 """`up`, `status` and `down` of a project's local stack.
 
 Services start in phases (each waits for the one before): PostgreSQL, S3 and the Ray
-head have no dependency; MLflow and Prefect need the database; the Ray worker needs the
-head, the Prefect worker the deployments' pool, which `on_servers_ready` creates.
+head have no dependency; MLflow and Prefect need the database; the Prefect worker needs
+the deployments' pool, which `on_servers_ready` creates; the Ray worker needs the head.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from unetflow.stack.ray import RayHead, RayWorker
 from unetflow.stack.s3 import S3
 from unetflow.stack.state import StackState, env_file, stack_root, write_env_file
 
-START_ATTEMPTS = 3  # starts per service and `up` before giving up
+START_ATTEMPTS = 5  # starts per service and `up` before giving up
+SERVERS_READY = 2  # phases before this one hold the servers; the workers follow
 
 
 def _hint(log: Path) -> str:
@@ -48,12 +49,14 @@ class Stack:
         pg, s3 = Postgres(self.ctx), S3(self.ctx)
         head = RayHead(self.ctx, node_extra_env=s3.env())
         prefect = PrefectServer(self.ctx, pg)
+        self.s3 = s3
         self.phases: tuple[tuple[Service, ...], ...] = (
             (pg, s3, head),
             (MlflowServer(self.ctx, pg, s3), prefect),
-            # After the servers: a second Ray node starting beside them on a busy machine
-            # can miss Ray's own start-up deadline.
-            (RayWorker(self.ctx, head), PrefectWorker(self.ctx, prefect, self.client_env)),
+            (PrefectWorker(self.ctx, prefect, self.client_env),),
+            # Last and alone: a Ray node that starts beside busy Python start-ups can
+            # miss Ray's own registration deadline.
+            (RayWorker(self.ctx, head),),
         )
 
     @property
@@ -70,14 +73,17 @@ class Stack:
     def up(self, on_servers_ready: Callable[[dict[str, str]], None] | None = None) -> list[str]:
         """Start what is not running and wait until healthy; returns the names started.
 
-        `on_servers_ready(client_env)` runs before the last phase when anything started.
+        `on_servers_ready(client_env)` runs once the servers are healthy (before the
+        workers start) when anything started.
         """
         self.root.mkdir(parents=True, exist_ok=True)
         started: list[str] = []
         for i, phase in enumerate(self.phases):
-            if i == len(self.phases) - 1 and started and on_servers_ready:
+            if i == SERVERS_READY and started and on_servers_ready:
                 on_servers_ready(self.client_env())
             started += self._start_phase(phase)
+        # moto forgets its buckets when it restarts, also under a running MLflow server.
+        self.s3.ensure_bucket(self.ctx.options.bucket)
         write_env_file(env_file(self.ctx.project_dir), self.client_env())
         return started
 
@@ -110,6 +116,7 @@ class Stack:
                 service.stop()  # what the failed attempt left behind
                 log.replace(log.with_name(f"{log.name}.{attempts - 1}"))  # keep its story
                 service.start()
+                deadline = time.monotonic() + self.ctx.options.timeout_s  # a fresh start
             if time.monotonic() > deadline:
                 raise StackError(
                     f"{service.name} not healthy after {self.ctx.options.timeout_s:.0f}s"
