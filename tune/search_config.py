@@ -36,10 +36,10 @@ class SearchConfig(BaseModel):
     reduction_factor: int = Field(3, ge=2)  # ASHA/HyperBand: keep 1/rf per rung
     cpus_per_trial: float = Field(1.0, gt=0)  # single-worker trials
     gpus_per_trial: float = Field(0.0, ge=0)  # fractions share a GPU between trials
-    max_concurrent_trials: int | None = Field(None, ge=1)  # None: from cluster resources
+    max_concurrent_trials: int | None = Field(None, ge=1)  # None: see runner.max_concurrent
     max_failures: int = Field(1, ge=0)  # trial restarts from its last checkpoint
     reuse_actors: bool = True  # start each trial in a finished trial's process (cheaper)
-    storage_path: str | None = None  # None: <project>/.unetflow/tune
+    storage_path: str | None = None  # folder or s3://bucket/prefix; None: <project>/.unetflow/tune
     seed: int = 0
     retrain: bool = False  # retrain the chosen config on train+val and register it
     track: bool = True  # MLflow parent + child runs

@@ -81,21 +81,24 @@ def _fit_multi_worker(
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from unetflow.ray_tracking import EpochMetricsLogger
     from unetflow.ray_train import train_worker
+    from unetflow.storage import ray_storage
+
+    storage_path, filesystem = ray_storage(setup["storage"])  # s3:// needs its filesystem
 
     scaling = cfg.scaling
     resources = {"CPU": scaling.cpus_per_worker, **scaling.resources_per_worker}
     if scaling.use_gpu:
         resources["GPU"] = scaling.gpus_per_worker
-    tracking = None
-    if logger is not None:
-        tracking = {"uri": setup["tracking"]["uri"], "run_id": logger.run_id}
+    callbacks = [_report_callback(costs)]
+    if logger is not None:  # epoch metrics logged by the trainer's controller, not rank 0
+        callbacks.append(EpochMetricsLogger(setup["tracking"]["uri"], logger.run_id))
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={
             "config": cfg.model_dump_json(),
             "data_dir": str(data_dir),
-            "tracking": tracking,
         },
         scaling_config=ScalingConfig(
             num_workers=scaling.num_workers,
@@ -106,9 +109,10 @@ def _fit_multi_worker(
         run_config=RunConfig(
             # The same name on a restarted trial resumes the Ray Train run's checkpoint.
             name=f"train-{trial_id}",
-            storage_path=setup["storage"],
+            storage_path=storage_path,
+            storage_filesystem=filesystem,
             checkpoint_config=CheckpointConfig(num_to_keep=1),
-            callbacks=[_report_callback(costs)],
+            callbacks=callbacks,
         ),
     )
     trainer.fit()

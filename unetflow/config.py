@@ -63,6 +63,11 @@ class CheckpointSettings(_Frozen):
         description="Ray Train storage: a folder or s3://bucket/prefix; "
         "None: <project>/.unetflow/ray_results",
     )
+    storage_shared: bool = Field(
+        False,
+        description="storage_path is a folder every node mounts (NFS): allow it on a "
+        "multi-node cluster, where a local folder is refused",
+    )
     num_to_keep: int = Field(2, ge=1, description="best checkpoints kept (the latest is kept too)")
     max_failures: int = Field(
         2, ge=-1, description="worker-group restarts from the last checkpoint"

@@ -31,7 +31,9 @@ from unet_core.engine import (
 from unet_core.package import InferenceSpec
 from unetflow.builders import build_trainer
 from unetflow.config import ExperimentConfig
-from unetflow.storage import ray_storage
+from unetflow.errors import UsageError
+from unetflow.ray_tracking import EpochMetricsLogger
+from unetflow.storage import is_remote, ray_storage
 
 
 @dataclass(frozen=True)
@@ -63,29 +65,41 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     )
 
 
-def _epoch_hook(
-    cfg: ExperimentConfig, rank: int, tracking: dict[str, str] | None, extra: dict[str, str]
-) -> Hooks:
-    """Rank 0 logs, prints and checkpoints; `extra` is stored in every checkpoint."""
-    logger = None
-    if rank == 0 and tracking:
-        from unetflow.tracking import EpochLogger
+def _epoch_hook(cfg: ExperimentConfig, rank: int, extra: dict[str, str]) -> Hooks:
+    """Rank 0 prints and checkpoints; `extra` is stored in every checkpoint.
 
-        logger = EpochLogger(tracking["uri"], tracking["run_id"])
+    No worker talks to MLflow: the driver logs what the workers report
+    (`ray_tracking.EpochMetricsLogger`).
+    """
 
     def on_epoch_end(result: EpochResult, state: dict) -> None:
         metrics = {**result.metrics, "epoch": result.epoch, "is_best": int(result.improved)}
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
             return
-        if logger is not None:
-            logger.log(result.metrics, step=result.epoch)
         _print_progress(cfg, result)
         with tempfile.TemporaryDirectory() as tmp:
             save_checkpoint({**state, **extra}, Path(tmp) / CHECKPOINT_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
     return Hooks(on_epoch_end=on_epoch_end)
+
+
+def require_shared_storage(storage_path: str, shared: bool = False) -> None:
+    """Refuse a local checkpoint folder on a multi-node cluster, before any worker starts.
+
+    Each node would write its own folder: rank 0's checkpoints land on one node, and a
+    restarted worker group on another node finds none and starts over.
+    """
+    if is_remote(storage_path) or shared:
+        return
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    if nodes > 1:
+        raise UsageError(
+            f"checkpoint.storage_path {storage_path!r} is a local folder, but the Ray cluster "
+            f"has {nodes} nodes; set checkpoint.storage_path: s3://BUCKET/PREFIX (shared "
+            "storage), or checkpoint.storage_shared: true if every node mounts that folder"
+        )
 
 
 def _print_progress(cfg: ExperimentConfig, result: EpochResult) -> None:
@@ -125,9 +139,7 @@ def train_worker(payload: dict[str, Any]) -> None:
     data_dir = Path(payload["data_dir"])
     trainer = build_trainer(cfg, data_dir, device, rank, world)
     trainer.model = ray.train.torch.prepare_model(trainer.model)
-    trainer.hooks = _epoch_hook(
-        cfg, rank, payload.get("tracking"), checkpoint_extras(cfg, data_dir)
-    )
+    trainer.hooks = _epoch_hook(cfg, rank, checkpoint_extras(cfg, data_dir))
     resume = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
@@ -149,10 +161,11 @@ def fit_with_ray(
 
     Args:
         run_name: deterministic name; rerunning with it resumes from the latest checkpoint.
-        tracking: {"uri", "run_id"} of the MLflow run that rank 0 logs epoch metrics to.
+        tracking: {"uri", "run_id"} of the MLflow run that the driver logs epoch metrics to.
     """
     scaling = cfg.scaling
     ensure_ray(num_cpus=None if os.environ.get("RAY_ADDRESS") else max(2, os.cpu_count() or 2))
+    require_shared_storage(storage_path, cfg.checkpoint.storage_shared)
     resources = {"CPU": scaling.cpus_per_worker, **scaling.resources_per_worker}
     if scaling.use_gpu:
         resources["GPU"] = scaling.gpus_per_worker
@@ -163,7 +176,6 @@ def fit_with_ray(
         train_loop_config={
             "config": cfg.model_dump_json(),
             "data_dir": str(data_dir),
-            "tracking": tracking,
         },
         scaling_config=ScalingConfig(
             num_workers=scaling.num_workers,
@@ -181,6 +193,7 @@ def fit_with_ray(
                 checkpoint_score_order=monitor.mode,
             ),
             failure_config=FailureConfig(max_failures=cfg.checkpoint.max_failures),
+            callbacks=[EpochMetricsLogger(tracking["uri"], tracking["run_id"])] if tracking else [],
         ),
     )
     result = trainer.fit()

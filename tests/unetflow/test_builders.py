@@ -71,6 +71,10 @@ def test_cuda_loaders_pin_memory_and_use_worker_processes(prepared_dir: Path) ->
     assert not cpu_train.pin_memory and cpu_train.num_workers == 0
     explicit, _ = make_loaders(_cfg(loader_workers=1), prepared_dir, 0, 1, CPU)
     assert explicit.num_workers == 1 and explicit.persistent_workers
+    # The prepared data set reads the same in a worker process as in this one.
+    in_process, _ = make_loaders(_cfg(loader_workers=0), prepared_dir, 0, 1, CPU)
+    for (a, am), (b, bm) in zip(explicit, in_process, strict=True):
+        assert torch.equal(a, b) and torch.equal(am, bm)
 
 
 def test_default_loader_workers_follow_the_device_and_the_cpus() -> None:
