@@ -28,7 +28,7 @@ def execute(
     project_dir: Path,
     resume: bool,
 ) -> SearchResult:
-    from unetflow.ray_train import ensure_ray
+    from unetflow.ray_train import ensure_ray, require_shared_storage
 
     root = storage_root(search, project_dir)
     path = storage.join(root, search.name)  # a URI stays a URI (s3://...)
@@ -41,8 +41,9 @@ def execute(
             f"search {search.name!r} already exists in {path}; "
             f"resume it with --resume {search.name} or pick another --name"
         )
-    save_state(storage.join(root, f"{search.name}.{STATE_FILE}"), search, base, data_dir)
     ensure_ray()  # after the checks: a refused search costs no cluster start-up
+    require_shared_storage(root, fix="pass --storage-path s3://BUCKET/PREFIX")
+    save_state(storage.join(root, f"{search.name}.{STATE_FILE}"), search, base, data_dir)
     tracking = _start_tracking(search, space, base, project_dir) if search.track else None
     trainable = _trainable(search, space, base, data_dir, tracking, path)
     try:

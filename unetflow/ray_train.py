@@ -85,20 +85,26 @@ def _epoch_hook(cfg: ExperimentConfig, rank: int, extra: dict[str, str]) -> Hook
     return Hooks(on_epoch_end=on_epoch_end)
 
 
-def require_shared_storage(storage_path: str, shared: bool = False) -> None:
+def require_shared_storage(storage_path: str, shared: bool = False, fix: str | None = None) -> None:
     """Refuse a local checkpoint folder on a multi-node cluster, before any worker starts.
 
     Each node would write its own folder: rank 0's checkpoints land on one node, and a
     restarted worker group on another node finds none and starts over.
+
+    Args:
+        fix: what to tell the user instead of the `checkpoint.*` settings.
     """
     if is_remote(storage_path) or shared:
         return
     nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
     if nodes > 1:
+        fix = fix or (
+            "set checkpoint.storage_path: s3://BUCKET/PREFIX (shared storage), or "
+            "checkpoint.storage_shared: true if every node mounts that folder"
+        )
         raise UsageError(
-            f"checkpoint.storage_path {storage_path!r} is a local folder, but the Ray cluster "
-            f"has {nodes} nodes; set checkpoint.storage_path: s3://BUCKET/PREFIX (shared "
-            "storage), or checkpoint.storage_shared: true if every node mounts that folder"
+            f"storage {storage_path!r} is a local folder, but the Ray cluster has {nodes} "
+            f"nodes; {fix}"
         )
 
 

@@ -64,7 +64,7 @@ def test_training_finishes_when_mlflow_dies_mid_run(
         {
             "name": "outage",
             "model": {"preset": "unet", "base_channels": 4, "depth": 2},
-            "train": {"epochs": 4, "batch_size": 4, "early_stopping": {"enabled": False}},
+            "train": {"epochs": 6, "batch_size": 4, "early_stopping": {"enabled": False}},
             "scaling": {"num_workers": 1},
             "checkpoint": {"max_failures": 0},  # any worker failure would end the run
         }
@@ -88,8 +88,8 @@ def test_training_finishes_when_mlflow_dies_mid_run(
         thread.join(600)
     assert not thread.is_alive()
     result = outcome["result"]
-    assert [int(h["epoch"]) for h in result.history] == [0, 1, 2, 3]
+    assert [int(h["epoch"]) for h in result.history] == list(range(6))
     logged = _steps(mlflow_url, run_id)
     assert logged and logged[0] == 0
     assert proxy.refused >= 1  # the driver really hit the outage
-    assert len(logged) < 4, f"the outage came too late to test anything: {logged}"
+    assert len(logged) < 6, f"the outage came too late to test anything: {logged}"
