@@ -6,7 +6,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
 # GPU tests are deselected here rather than skipped: they run on a GPU machine.
-.PHONY: install run test test-gpu test-fast lint format bench lock clean
+.PHONY: install run test test-gpu gpu-check test-fast lint format bench lock clean
 
 # Installs into .venv with the pinned constraints; reinstalls when they change.
 $(STAMP): pyproject.toml constraints.txt
@@ -23,8 +23,16 @@ run: install  ## end-to-end pipeline on embedded defaults (DVC -> Ray Train -> M
 test: install  ## the whole suite, service-backed tests included (GPU tests: make test-gpu)
 	$(VENV)/bin/pytest -m "not gpu"
 
-test-gpu: install  ## CUDA paths (AMP, NCCL); run on a GPU machine
+test-gpu: install  ## CUDA paths (AMP, resume, channels_last, inference, NCCL); GPU machine
 	$(VENV)/bin/pytest -m gpu
+
+# One script for a GPU session: the CUDA tests, then the GPU benchmark, whose table
+# (MFU per preset, with/without channels_last and compile) lands in bench/results/.
+gpu-check: install  ## make test-gpu + bench/bench_models.py --device cuda
+	$(VENV)/bin/pytest -m gpu -q 2>&1 | tee bench/results/test_gpu.log; \
+	  status=$${PIPESTATUS[0]}; \
+	  $(PY) bench/bench_models.py --device cuda || exit 1; \
+	  exit $$status
 
 test-fast: install  ## unit tests only
 	$(VENV)/bin/pytest -m "not slow and not integration and not gpu"

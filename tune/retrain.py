@@ -37,9 +37,14 @@ def retrain_best(result: SearchResult, project_dir: Path, data_dir: Path) -> obj
     Returns:
         The `unetflow.training.TrainReport` (registered name, version, test metrics).
     """
+    from unetflow.storage import is_remote
     from unetflow.training import train_and_register
 
-    out = Path(result.storage_path).parent / f"{result.name}-trainval-data"
+    # Beside the search when it is a local folder; a bucket gets no local data folder.
+    parent = project_dir / ".unetflow" / "tune"
+    if not is_remote(result.storage_path):
+        parent = Path(result.storage_path).parent
+    out = parent / f"{result.name}-trainval-data"
     trainval = trainval_dataset(data_dir, out)
     cfg = result.best_config
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": str(trainval)})})

@@ -22,6 +22,7 @@ from tune.search_config import (
 )
 from tune.space import SearchSpace, resolve_config
 from tune.trainable import train_trial
+from unetflow import storage
 from unetflow.config import ExperimentConfig, tracked_params
 from unetflow.errors import UsageError
 
@@ -34,24 +35,29 @@ def execute(
     project_dir: Path,
     resume: bool,
 ) -> SearchResult:
-    from unetflow.ray_train import ensure_ray
+    from unetflow.ray_train import ensure_ray, require_shared_storage
 
     root = storage_root(search, project_dir)
-    path = str(Path(root) / search.name)
-    if resume and not Tuner.can_restore(path):
+    path = storage.join(root, search.name)  # a URI stays a URI (s3://...)
+    tune_path, filesystem = storage.ray_storage(path)
+    exists = Tuner.can_restore(tune_path, storage_filesystem=filesystem)
+    if resume and not exists:
         raise UsageError(f"search {search.name!r} has no Tune state in {path}; start it anew")
-    if not resume and Tuner.can_restore(path):
+    if not resume and exists:
         raise UsageError(
             f"search {search.name!r} already exists in {path}; "
             f"resume it with --resume {search.name} or pick another --name"
         )
-    save_state(Path(root) / f"{search.name}.{STATE_FILE}", search, base, data_dir)
     ensure_ray()  # after the checks: a refused search costs no cluster start-up
+    require_shared_storage(root, fix="pass --storage-path s3://BUCKET/PREFIX")
+    save_state(storage.join(root, f"{search.name}.{STATE_FILE}"), search, base, data_dir)
     tracking = _start_tracking(search, space, base, project_dir) if search.track else None
     trainable = _trainable(search, space, base, data_dir, tracking, path)
     try:
         if resume:
-            tuner = Tuner.restore(path, trainable=trainable, resume_errored=True)
+            tuner = Tuner.restore(
+                tune_path, trainable=trainable, resume_errored=True, storage_filesystem=filesystem
+            )
         else:
             tuner = _new_tuner(search, space, base, trainable, root)
         grid = tuner.fit()
@@ -81,7 +87,7 @@ def _trainable(
         data_dir=str(data_dir),
         tracking=tracking,
         latency=search.cost == "latency_ms",
-        storage=str(Path(path) / "train"),
+        storage=storage.join(path, "train"),
     )
     if base.scaling.num_workers > 1:
         # The trial only drives a TorchTrainer; its workers hold the CPUs/GPUs. Tune refuses
@@ -99,6 +105,7 @@ def _new_tuner(
     param_space = space.to_tune()
     grid_size = math.prod(len(p.values) for p in space.params.values() if p.dist == "grid")
     trials = search.num_samples * grid_size
+    root_path, filesystem = storage.ray_storage(root)
     return Tuner(
         trainable,
         param_space=param_space,
@@ -112,7 +119,8 @@ def _new_tuner(
         ),
         run_config=RunConfig(
             name=search.name,
-            storage_path=root,
+            storage_path=root_path,
+            storage_filesystem=filesystem,
             # Tune snapshots its experiment state each time a trial has written num_to_keep
             # checkpoints: 2 halves those snapshots at the cost of one extra checkpoint.
             # PBT exploits other trials' checkpoints: keep more so none vanish too early.
@@ -262,31 +270,50 @@ def _log_summary(
     log_front(uri, parent, points, front, cost)
 
 
-def save_state(path: Path, search: SearchConfig, base: ExperimentConfig, data_dir: Path) -> None:
-    """What `--resume NAME` needs to rebuild the same search."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def save_state(path: str, search: SearchConfig, base: ExperimentConfig, data_dir: Path) -> None:
+    """What `--resume NAME` needs to rebuild the same search (a file or an S3 object)."""
     state = {
         "search": search.model_dump(mode="json"),
         "base": base.model_dump(mode="json"),
         "data_dir": str(data_dir),
     }
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    tmp.replace(path)  # never half-written
+    storage.write_text(path, json.dumps(state, indent=1))
 
 
-def max_concurrent(search: SearchConfig, base: ExperimentConfig, num_trials: int) -> int:
-    """Trials that fit the cluster at once (CPUs and GPUs per trial), at most `num_trials`."""
+ADAPTIVE_SEARCH = ("optuna", "hyperopt", "bohb")  # searchers that learn from results
+
+
+def max_concurrent(
+    search: SearchConfig,
+    base: ExperimentConfig,
+    num_trials: int,
+    cluster: dict[str, float] | None = None,
+) -> int | None:
+    """Trials run at once; None lets Tune run all that fit and queue the rest.
+
+    Random and grid search need no cap: Tune starts trials as resources free up, and
+    on an autoscaling cluster its queued trials are what makes the cluster grow, so a
+    cap taken from the cluster at start (often zero GPUs) would pin the search to one
+    trial for good. Adaptive searchers (Optuna, HyperOpt, BOHB) suggest better trials
+    from finished ones, so they get as many as fit the cluster now, or None when
+    nothing fits yet (the autoscaler adds nodes; set --max-concurrent to cap it).
+
+    Args:
+        cluster: total resources, as `ray.cluster_resources()` (read when None).
+    """
     if search.max_concurrent_trials is not None:
         return search.max_concurrent_trials
-    import ray
+    if search.search_alg not in ADAPTIVE_SEARCH:
+        return None
+    if cluster is None:
+        import ray
 
-    total = ray.cluster_resources()
+        cluster = ray.cluster_resources()
     cpus, gpus = trial_footprint(search, base)
-    fits = math.floor(total.get("CPU", 1) / cpus) if cpus else num_trials
+    fits = math.floor(cluster.get("CPU", 0) / cpus) if cpus else num_trials
     if gpus:
-        fits = min(fits, math.floor(total.get("GPU", 0) / gpus))
-    return max(1, min(fits, num_trials))
+        fits = min(fits, math.floor(cluster.get("GPU", 0) / gpus))
+    return min(fits, num_trials) if fits >= 1 else None
 
 
 def trial_footprint(search: SearchConfig, base: ExperimentConfig) -> tuple[float, float]:

@@ -65,15 +65,24 @@ def run_search(
 
 
 def resume_search(name: str, project_dir: Path, storage_path: str | None = None) -> SearchResult:
-    """Resume the search `name` from its saved state (`unetflow tune --resume NAME`)."""
+    """Resume the search `name` from its saved state (`unetflow tune --resume NAME`).
+
+    Args:
+        storage_path: where the search was stored (a folder or s3://...); default:
+            `<project>/.unetflow/tune`.
+    """
+    from unetflow import storage
+
     root = storage_path or default_storage_root(project_dir)
-    state_file = Path(root) / f"{name}.{STATE_FILE}"
-    if not state_file.exists():
-        found = sorted(p.name.split(".")[0] for p in Path(root).glob(f"*.{STATE_FILE}"))
+    text = storage.read_text(storage.join(root, f"{name}.{STATE_FILE}"))
+    if text is None:
+        found = "?"  # listing a bucket is not worth its permissions here
+        if not storage.is_remote(root):
+            found = sorted(p.name.split(".")[0] for p in Path(root).glob(f"*.{STATE_FILE}"))
         raise UsageError(
             f"no search named {name!r} under {root}; searches there: {found or 'none'}"
         )
-    state = json.loads(state_file.read_text())
+    state = json.loads(text)
     search = SearchConfig.model_validate(state["search"])
     base = ExperimentConfig.model_validate(state["base"])
     return run_search(search, project_dir, base, Path(state["data_dir"]), resume=True)

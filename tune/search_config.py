@@ -64,7 +64,9 @@ class SearchConfig(BaseModel):
         0.0, ge=0, description="GPUs per trial; fractions share a GPU between trials"
     )
     max_concurrent_trials: int | None = Field(
-        None, ge=1, description="none: as many as the cluster's resources allow"
+        None,
+        ge=1,
+        description="none: random and grid searches queue every trial and Tune runs as many as fit; model-based searches: as many as the cluster's maximum allows",
     )
     max_failures: int = Field(1, ge=0, description="trial restarts from its last checkpoint")
     reuse_actors: bool = Field(

@@ -75,19 +75,24 @@ def _fit_multi_worker(
     """A data-parallel `TorchTrainer` inside the trial; its rank-0 reports reach Tune."""
     from ray.train import CheckpointConfig, RunConfig
 
+    from unetflow.ray_tracking import EpochMetricsLogger
     from unetflow.ray_train import torch_trainer
+    from unetflow.storage import ray_storage
 
-    tracking = None
+    storage_path, filesystem = ray_storage(setup.storage)  # s3:// needs its filesystem
+    callbacks = [_report_callback(costs)]
     if logger is not None and setup.tracking is not None:
-        tracking = {"uri": setup.tracking.uri, "run_id": logger.run_id}
+        # Epoch metrics logged by the trainer's controller, not by rank 0.
+        callbacks.append(EpochMetricsLogger(setup.tracking.uri, logger.run_id))
     run_config = RunConfig(
         # The same name on a restarted trial resumes the Ray Train run's checkpoint.
         name=f"train-{trial_id}",
-        storage_path=setup.storage,
+        storage_path=storage_path,
+        storage_filesystem=filesystem,
         checkpoint_config=CheckpointConfig(num_to_keep=1),
-        callbacks=[_report_callback(costs)],
+        callbacks=callbacks,
     )
-    trainer = torch_trainer(cfg, data_dir, run_config, tracking)
+    trainer = torch_trainer(cfg, data_dir, run_config)
     trainer.fit()
     if logger is not None:
         logger.finish()

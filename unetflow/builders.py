@@ -6,6 +6,7 @@ way from the same config.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -15,7 +16,7 @@ from unet_core.augment import BatchAugmenter
 from unet_core.data import DataError, Manifest, PreparedDataset, read_manifest
 from unet_core.data.streaming import PatchStream
 from unet_core.engine import Schedule, Trainer, build_optimizer
-from unet_core.engine.loop import autocast_dtype
+from unet_core.engine.loop import autocast_dtype, memory_format, optimizer_steps
 from unet_core.engine.samplers import ShardSampler
 from unet_core.inference import sliding_window
 from unet_core.metrics import MetricAccumulator
@@ -55,21 +56,43 @@ def check_data(cfg: ExperimentConfig, data: str | Path, options: dict | None = N
         )
 
 
+def loader_workers(configured: int | None, device: torch.device) -> int:
+    """DataLoader worker processes: `configured`, else a default that suits `device`.
+
+    On CUDA, decoding and augmenting in the training process starves the GPU: up to 4
+    workers, leaving one of this process's CPUs to the training loop. On CPU the
+    training loop needs the cores itself (and Ray gives each worker few): none.
+    """
+    if configured is not None:
+        return configured
+    if device.type != "cuda":
+        return 0
+    return max(0, min(4, len(os.sched_getaffinity(0)) - 1))
+
+
 def make_loaders(
     cfg: ExperimentConfig,
     data: str | Path,
     rank: int,
     world_size: int,
     options: dict | None = None,
+    device: torch.device | None = None,
 ) -> tuple[DataLoader, DataLoader]:
     """This rank's train loader and its shard of the validation cases.
 
     `data` is a folder or URI that this process opens itself (a worker never relies on a
     path that exists only on the driver). With `data.patch_size` the train loader
     streams this rank's own patches (`PatchStream`) and validation runs one whole case
-    per batch; without it, whole images are shuffled as before.
+    per batch; without it, whole images are shuffled as before. For a CUDA `device` the
+    batches come in pinned memory, so the loop's non-blocking copies overlap compute.
     """
-    common = {"num_workers": cfg.train.loader_workers}
+    device = device or torch.device("cpu")
+    workers = loader_workers(cfg.train.loader_workers, device)
+    common = {
+        "num_workers": workers,
+        "pin_memory": device.type == "cuda",
+        "persistent_workers": workers > 0,  # no worker start-up cost every epoch
+    }
     val_set = PreparedDataset(data, "val", options=options, cache_mb=cfg.data.cache_mb / 2)
     val_sampler = ShardSampler(len(val_set), rank, world_size)
     if cfg.data.patch_size is None:
@@ -163,11 +186,17 @@ def build_trainer(
     torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
     model = create_model(cfg.model).to(device)
     if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    train_loader, val_loader = make_loaders(cfg, data_dir, rank, world_size, options)
+        # 2D models take NHWC, 3D models NDHWC (channels_last alone is rank 4 only).
+        model = model.to(memory_format=memory_format(cfg.model.spatial_dims + 2))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
+    train_loader, val_loader = make_loaders(cfg, data_dir, rank, world_size, options, device)
     optimizer = build_optimizer(model, cfg.optim)
-    steps = -(-len(train_loader) // cfg.train.accumulate_steps)
+    steps = optimizer_steps(len(train_loader), cfg.train.accumulate_steps)
     schedule = Schedule(optimizer, cfg.scheduler, steps, cfg.train.epochs)
+    if cfg.train.compile:
+        # After the optimizer took the parameters; checkpoints unwrap `_orig_mod`.
+        model = torch.compile(model)
     fp16 = autocast_dtype(cfg.train.amp, device) == torch.float16
     generator = torch.Generator(device=device).manual_seed(cfg.train.seed + 1000 * rank)
     return Trainer(

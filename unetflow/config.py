@@ -100,6 +100,11 @@ class CheckpointSettings(_Frozen):
         description="Ray Train storage: a folder or s3://bucket/prefix; "
         "none: .unetflow/ray_results in the project folder",
     )
+    storage_shared: bool = Field(
+        False,
+        description="storage_path is a folder every node mounts (NFS): allow it on a "
+        "multi-node cluster, where a local folder is refused",
+    )
     num_to_keep: int = Field(2, ge=1, description="best checkpoints kept (the latest is kept too)")
     max_failures: int = Field(
         2, ge=-1, description="worker-group restarts from the last checkpoint"

@@ -29,7 +29,9 @@ from unet_core.engine import (
 )
 from unetflow.builders import build_trainer, check_data, inference_spec
 from unetflow.config import ExperimentConfig, ScalingSettings
-from unetflow.storage import ray_storage
+from unetflow.errors import UsageError
+from unetflow.ray_tracking import EpochMetricsLogger
+from unetflow.storage import is_remote, ray_storage
 
 
 @dataclass(frozen=True)
@@ -61,29 +63,47 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     )
 
 
-def _epoch_hook(
-    cfg: ExperimentConfig, rank: int, tracking: dict[str, str] | None, extra: dict[str, str]
-) -> Hooks:
-    """Rank 0 logs, prints and checkpoints; `extra` is stored in every checkpoint."""
-    logger = None
-    if rank == 0 and tracking:
-        from unetflow.tracking import EpochLogger
+def _epoch_hook(cfg: ExperimentConfig, rank: int, extra: dict[str, str]) -> Hooks:
+    """Rank 0 prints and checkpoints; `extra` is stored in every checkpoint.
 
-        logger = EpochLogger(tracking["uri"], tracking["run_id"])
+    No worker talks to MLflow: the driver logs what the workers report
+    (`ray_tracking.EpochMetricsLogger`).
+    """
 
     def on_epoch_end(result: EpochResult, state: dict) -> None:
         metrics = {**result.metrics, "epoch": result.epoch, "is_best": int(result.improved)}
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
             return
-        if logger is not None:
-            logger.log(result.metrics, step=result.epoch)
         _print_progress(cfg, result)
         with tempfile.TemporaryDirectory() as tmp:
             save_checkpoint({**state, **extra}, Path(tmp) / CHECKPOINT_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
     return Hooks(on_epoch_end=on_epoch_end)
+
+
+def require_shared_storage(storage_path: str, shared: bool = False, fix: str | None = None) -> None:
+    """Refuse a local checkpoint folder on a multi-node cluster, before any worker starts.
+
+    Each node would write its own folder: rank 0's checkpoints land on one node, and a
+    restarted worker group on another node finds none and starts over.
+
+    Args:
+        fix: what to tell the user instead of the `checkpoint.*` settings.
+    """
+    if is_remote(storage_path) or shared:
+        return
+    nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
+    if nodes > 1:
+        fix = fix or (
+            "set checkpoint.storage_path: s3://BUCKET/PREFIX (shared storage), or "
+            "checkpoint.storage_shared: true if every node mounts that folder"
+        )
+        raise UsageError(
+            f"storage {storage_path!r} is a local folder, but the Ray cluster has {nodes} "
+            f"nodes; {fix}"
+        )
 
 
 def _print_progress(cfg: ExperimentConfig, result: EpochResult) -> None:
@@ -126,9 +146,7 @@ def train_worker(payload: dict[str, Any]) -> None:
     data, options = payload["data_dir"], payload.get("data_options")
     trainer = build_trainer(cfg, data, device, rank, world, options)
     trainer.model = ray.train.torch.prepare_model(trainer.model)
-    trainer.hooks = _epoch_hook(
-        cfg, rank, payload.get("tracking"), checkpoint_extras(cfg, data, options)
-    )
+    trainer.hooks = _epoch_hook(cfg, rank, checkpoint_extras(cfg, data, options))
     resume = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
@@ -153,10 +171,7 @@ def scaling_config(scaling: ScalingSettings) -> ScalingConfig:
 
 
 def torch_trainer(
-    cfg: ExperimentConfig,
-    data_dir: str | Path,
-    run_config: RunConfig,
-    tracking: dict[str, str] | None = None,
+    cfg: ExperimentConfig, data_dir: str | Path, run_config: RunConfig
 ) -> ray.train.torch.TorchTrainer:
     """A `TorchTrainer` whose workers run `train_worker` on `cfg` (training and Tune)."""
     return ray.train.torch.TorchTrainer(
@@ -166,7 +181,6 @@ def torch_trainer(
             # Workers open the data themselves: a folder every node can read, or a URI.
             "data_dir": store.normalise(data_dir),
             "data_options": store.default_options(data_dir),
-            "tracking": tracking,
         },
         scaling_config=scaling_config(cfg.scaling),
         run_config=run_config,
@@ -186,10 +200,11 @@ def fit_with_ray(
         data_dir: the prepared data set: a folder every node can read, or
             ``s3://bucket/prefix`` (each worker streams its own patches from it).
         run_name: deterministic name; rerunning with it resumes from the latest checkpoint.
-        tracking: {"uri", "run_id"} of the MLflow run that rank 0 logs epoch metrics to.
+        tracking: {"uri", "run_id"} of the MLflow run that the driver logs epoch metrics to.
     """
     check_data(cfg, data_dir)  # bad data fails here, before any worker starts
     ensure_ray(num_cpus=None if os.environ.get("RAY_ADDRESS") else max(2, os.cpu_count() or 2))
+    require_shared_storage(storage_path, cfg.checkpoint.storage_shared)
     path, filesystem = ray_storage(storage_path)
     monitor = cfg.train.early_stopping
     run_config = RunConfig(
@@ -202,8 +217,10 @@ def fit_with_ray(
             checkpoint_score_order=monitor.mode,
         ),
         failure_config=FailureConfig(max_failures=cfg.checkpoint.max_failures),
+        # Epoch metrics reach MLflow from the driver's controller, not from a worker.
+        callbacks=[EpochMetricsLogger(tracking["uri"], tracking["run_id"])] if tracking else [],
     )
-    trainer = torch_trainer(cfg, data_dir, run_config, tracking)
+    trainer = torch_trainer(cfg, data_dir, run_config)
     result = trainer.fit()
     best = result.get_best_checkpoint(metric=monitor.monitor, mode=monitor.mode)
     if best is None:

@@ -32,3 +32,52 @@ def ray_storage(storage_path: str) -> tuple[str, pyarrow.fs.FileSystem | None]:
         region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
     )
     return storage_path.removeprefix("s3://"), fs
+
+
+def is_remote(path: str) -> bool:
+    """Whether `path` is a URI (s3://, gs://, ...) rather than a local folder."""
+    return "://" in path
+
+
+def join(root: str, *parts: str) -> str:
+    """`root/part/...` that keeps URIs intact.
+
+    `pathlib` collapses the double slash of a URI (`Path("s3://b/x") / "n"` is
+    `s3:/b/x/n`), which pyarrow then refuses; URIs are joined as strings.
+    """
+    if is_remote(root):
+        return "/".join([root.rstrip("/"), *(p.strip("/") for p in parts)])
+    return str(Path(root).joinpath(*parts))
+
+
+def write_text(path: str, text: str) -> None:
+    """Write a small text file to a folder or a bucket; never half-written locally."""
+    if not is_remote(path):
+        local = Path(path)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        tmp = local.with_suffix(local.suffix + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(local)
+        return
+    inner, fs = _filesystem(path)
+    with fs.open_output_stream(inner) as out:  # an S3 PUT is atomic by itself
+        out.write(text.encode())
+
+
+def read_text(path: str) -> str | None:
+    """The text of a small file in a folder or a bucket; None when it does not exist."""
+    if not is_remote(path):
+        local = Path(path)
+        return local.read_text() if local.is_file() else None
+    inner, fs = _filesystem(path)
+    if fs.get_file_info(inner).type != pyarrow.fs.FileType.File:
+        return None
+    with fs.open_input_stream(inner) as src:
+        return src.read().decode()
+
+
+def _filesystem(uri: str) -> tuple[str, pyarrow.fs.FileSystem]:
+    path, fs = ray_storage(uri)
+    if fs is None:
+        fs, path = pyarrow.fs.FileSystem.from_uri(uri)
+    return path, fs

@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import threading
-import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +22,6 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
-from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
@@ -159,19 +157,6 @@ def tracked_run(**start_run_kwargs: object) -> Iterator[mlflow.ActiveRun]:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-
-
-class EpochLogger:
-    """Logs per-epoch metrics to an existing run from inside a training worker."""
-
-    def __init__(self, uri: str, run_id: str) -> None:
-        self.client = MlflowClient(tracking_uri=uri)
-        self.run_id = run_id
-
-    def log(self, metrics: dict[str, float], step: int) -> None:
-        now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        self.client.log_batch(self.run_id, metrics=batch)
 
 
 def model_signature(in_channels: int, spatial_dims: int) -> ModelSignature:

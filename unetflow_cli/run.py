@@ -86,6 +86,7 @@ def _run_flow(args: argparse.Namespace, pick: Callable[[Any, Any], tuple[Any, An
     """Validate the config, run the flow `pick(flows, params)` names, print the summary."""
     cfg = config_from_args(args)
     check_inputs(cfg, args.project_dir)
+    _check_cluster(cfg, args.project_dir)
     # Read before the flow runs: mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI.
     server_uri = os.environ.get("MLFLOW_TRACKING_URI")
     params, flows = _flows()
@@ -93,6 +94,18 @@ def _run_flow(args: argparse.Namespace, pick: Callable[[Any, Any], tuple[Any, An
     result = flow(params_cls(project_dir=str(args.project_dir), config=cfg))
     _print_result(result, args.project_dir, server_uri, cfg.tracking.champion_alias)
     return 0
+
+
+def _check_cluster(cfg: Any, project_dir: Path) -> None:
+    """On a cluster (`RAY_ADDRESS`), refuse local checkpoint storage before the flow or
+    any Ray worker starts: a one-line error and exit 2, not a failed flow run."""
+    if not os.environ.get("RAY_ADDRESS"):
+        return  # a local Ray is one node
+    from unetflow.ray_train import ensure_ray, require_shared_storage
+    from unetflow.training import storage_path
+
+    ensure_ray()
+    require_shared_storage(storage_path(cfg, project_dir), cfg.checkpoint.storage_shared)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

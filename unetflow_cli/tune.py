@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from tune.search import SearchConfig, SearchResult, resume_search, run_search, storage_root
 from unetflow.config import ExperimentConfig, format_validation_error, load_config
 from unetflow.errors import UsageError
+from unetflow.storage import join
 from unetflow_cli.common import add_config_args, config_from_args, parse_overrides
 
 # --smoke-test: a tiny synthetic set, tiny models, one epoch (what CI runs).
@@ -48,7 +49,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, help="epochs per trial (default: train.epochs)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float, default=0.0, help="fractions share a GPU")
-    p.add_argument("--max-concurrent", type=int, help="default: what the cluster fits")
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        help="trials at once; default: all that fit (Tune queues the rest, autoscalers grow)",
+    )
+    p.add_argument(
+        "--storage-path",
+        help="Tune storage, shared by all nodes: s3://bucket/prefix or a folder "
+        "(default: <project>/.unetflow/tune); pass it again with --resume",
+    )
     p.add_argument(
         "--data",
         type=Path,
@@ -64,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_tune(args: argparse.Namespace) -> int:
     project = args.project_dir.resolve()
     if args.resume:
-        _print(resume_search(args.resume, project))
+        _print(resume_search(args.resume, project, args.storage_path))
         return 0
     if args.space is None:
         raise UsageError("--space is required (e.g. tune/spaces/hpo.yaml), or --resume NAME")
@@ -74,7 +84,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
         base, data, search = _smoke(args, search, project)
     result = run_search(search, project, base, data.resolve() if data else None)
     _print(result)
-    print(f"storage: {storage_root(search, project)}/{search.name}")
+    print(f"storage: {join(storage_root(search, project), search.name)}")
     return 0
 
 
@@ -91,6 +101,7 @@ def _search_config(args: argparse.Namespace) -> SearchConfig:
         "cpus_per_trial": args.cpus_per_trial,
         "gpus_per_trial": args.gpus_per_trial,
         "max_concurrent_trials": args.max_concurrent,
+        "storage_path": args.storage_path,
         "retrain": args.retrain,
         "track": not args.no_track,
     }

@@ -28,13 +28,22 @@ from ray.util.state import list_actors
 from unetflow.config import parse_config
 from unetflow.ray_train import fit_with_ray
 
+from mlflow import MlflowClient
+
 cfg = parse_config(json.loads(sys.argv[1]))
-out = fit_with_ray(cfg, sys.argv[2], "multinode", cfg.checkpoint.storage_path)
+# The embedded default store: a SQLite file in the driver's own folder, which no worker
+# node shares. Epoch metrics must still arrive (the driver's node logs them).
+uri = f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+client = MlflowClient(tracking_uri=uri)
+run_id = client.create_run(client.create_experiment("multinode")).info.run_id
+tracking = {"uri": uri, "run_id": run_id}
+out = fit_with_ray(cfg, sys.argv[2], "multinode", cfg.checkpoint.storage_path, tracking)
 workers = list_actors(filters=[("class_name", "=", "RayTrainWorker")], detail=True, limit=100)
 print("RESULT " + json.dumps({
     "best": out.best_metrics, "epochs": len(out.history), "path": out.best_checkpoint.path,
     "nodes": sorted({w.node_id for w in workers}),
     "cluster_nodes": len([n for n in ray.nodes() if n["Alive"]]),
+    "logged_steps": sorted(m.step for m in client.get_metric_history(run_id, "val_dice")),
 }, default=str))
 """
 
@@ -45,6 +54,21 @@ def _upload(folder: Path, s3, bucket: str, prefix: str) -> str:
         if path.is_file():
             client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder)}")
     return f"s3://{bucket}/{prefix}"
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _train_with_local_storage(env: dict[str, str], project: Path) -> subprocess.CompletedProcess:
+    """`unetflow train` on the cluster with the default (local) checkpoint folder."""
+    project.mkdir()
+    return subprocess.run(
+        [sys.executable, "-m", "unetflow_cli", "train", "--project-dir", str(project)],
+        env={**env, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_two_node_cluster_trains_from_s3_with_checkpoints_on_s3(
@@ -73,13 +97,23 @@ def test_two_node_cluster_trains_from_s3_with_checkpoints_on_s3(
         shutil.rmtree(local)  # no node can fall back on a local copy
         with ray_cluster({"trainer": 1}, {"trainer": 1}, cpus_per_node=1, env=s3.env()) as rc:
             env = {**os.environ, **s3.env(), **rc.env()}
+            refused = _train_with_local_storage(env, tmp_path / "local")
+            driver_dir = tmp_path / "driver"  # its own working folder
+            driver_dir.mkdir()
             proc = subprocess.run(
                 [sys.executable, "-c", DRIVER, json.dumps(cfg), data_uri],
-                env=env,
+                env={**env, "PYTHONPATH": str(REPO)},
+                cwd=driver_dir,
                 capture_output=True,
                 text=True,
                 timeout=420,
             )
+        # Local checkpoint storage on 2 nodes: refused before any worker, with the fix.
+        assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
+        errors = [x for x in refused.stderr.splitlines() if x.startswith("error:")]
+        assert len(errors) == 1 and "checkpoint.storage_path: s3://" in errors[0], refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert not list((tmp_path / "local").glob(".unetflow/ray_results/*"))
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
         result = json.loads(line.removeprefix("RESULT "))
@@ -87,6 +121,7 @@ def test_two_node_cluster_trains_from_s3_with_checkpoints_on_s3(
         assert len(result["nodes"]) == 2, f"workers not spread over nodes: {result['nodes']}"
         assert result["epochs"] == 2 and 0.0 <= result["best"]["val_dice"] <= 1.0
         assert result["path"].startswith("ckpt/runs/multinode/")
+        assert result["logged_steps"] == [0, 1]  # every epoch, in the driver's SQLite store
 
         keys = [
             o["Key"]

@@ -63,15 +63,28 @@ def restore_state(trainer: Trainer, state: dict, result: FitResult) -> tuple[int
     if trainer.scaler is not None and "scaler" in state:
         trainer.scaler.load_state_dict(state["scaler"])
     if trainer.generator is not None and "augment_rng" in state:
-        trainer.generator.set_state(state["augment_rng"])
-    torch.set_rng_state(state["torch_rng"])
+        trainer.generator.set_state(_rng_bytes(state["augment_rng"]))
+    torch.set_rng_state(_rng_bytes(state["torch_rng"]))
     if "cuda_rng" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
+        # A restarted worker may see fewer GPUs than the one that saved (Ray sets
+        # CUDA_VISIBLE_DEVICES per worker): restore the devices both have.
+        for index, rng in enumerate(state["cuda_rng"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(_rng_bytes(rng), index)
     result.best_metric, result.best_epoch = state["best_metric"], state["best_epoch"]
     for row in state["history"]:
         metrics = {k: v for k, v in row.items() if k != "epoch"}
         result.history.append(EpochResult(row["epoch"], metrics, False, 0.0))
     return int(state["epoch"]) + 1, int(state["stale_epochs"])
+
+
+def _rng_bytes(rng: torch.Tensor) -> torch.Tensor:
+    """An RNG state as the CPU ByteTensor torch requires (`torch.set_rng_state`).
+
+    A checkpoint loaded with `torch.load(map_location="cuda")` carries its RNG states
+    on the GPU, and restoring those raises `TypeError: RNG state must be a
+    torch.ByteTensor`; `load_checkpoint` never does that, other loaders might.
+    """
+    return rng.detach().to(device="cpu", dtype=torch.uint8)
 
 
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
@@ -90,7 +103,14 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint with `weights_only=True` (refuses pickled code)."""
+    """Load a checkpoint with `weights_only=True` (refuses pickled code).
+
+    Everything loads to the CPU, then the model weights move to `map_location`. The RNG
+    states stay CPU ByteTensors, the only form `torch.set_rng_state` takes (mapping them
+    to the GPU made every resumed GPU run fail), and the optimizer state stays where
+    `Optimizer.load_state_dict` wants it (it moves moments to the parameters' device and
+    keeps `step` counters on the CPU, as non-capturable optimizers require).
+    """
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_FILE
@@ -98,4 +118,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise FileNotFoundError(
             f"checkpoint {path} does not exist; pass a checkpoint file or folder"
         )
-    return torch.load(path, map_location=map_location, weights_only=True)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    device = torch.device(map_location)
+    if device.type != "cpu" and isinstance(state.get("model"), dict):
+        state["model"] = {k: v.to(device) for k, v in state["model"].items()}
+    return state

@@ -87,15 +87,33 @@ class TrainConfig(_Frozen):
     )
     batch_size: int = Field(8, ge=1, description="images per worker per step")
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(
-        "auto", description="mixed precision; auto: bf16 on CUDA when supported, off on CPU"
+        "auto",
+        description="mixed precision; auto: bf16 on CUDA compute capability >= 8.0 (A100, "
+        "H100), fp16 with a GradScaler on older GPUs (V100, T4: bf16 is emulated there), "
+        "off on CPU",
     )
-    channels_last: bool = Field(False, description="channels-last memory format (faster on GPUs)")
+    channels_last: bool = Field(
+        False, description="NHWC / NDHWC memory layout (faster convolutions on tensor cores)"
+    )
+    compile: bool = Field(
+        False, description="torch.compile the model (minutes of compile time on first step)"
+    )
+    cudnn_benchmark: bool = Field(
+        False, description="let cuDNN time its convolution algorithms (fixed input shapes only)"
+    )
     grad_clip_norm: float | None = Field(
         1.0, gt=0, description="clip the gradient norm to this; none: no clipping"
     )
-    accumulate_steps: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    accumulate_steps: int = Field(
+        1, ge=1, description="micro-batches per optimizer step (the epoch's leftovers step too)"
+    )
     seed: int = Field(0, description="seed of weights, sampling and augmentation")
-    loader_workers: int = Field(0, ge=0, description="torch DataLoader worker processes")
+    loader_workers: int | None = Field(
+        None,
+        ge=0,
+        description="DataLoader worker processes; none: up to 4 on CUDA (the CPUs this process "
+        "may use, less one), 0 on CPU where training itself needs the cores",
+    )
     steps_per_epoch: int | None = Field(
         None,
         ge=1,
@@ -106,5 +124,5 @@ class TrainConfig(_Frozen):
         EarlyStoppingConfig(), description="when to stop before the last epoch"
     )
     log_every_steps: int = Field(
-        0, ge=0, description="log train metrics every N steps; 0: per epoch only"
+        0, ge=0, description="call the on_step hook with the mean loss every N steps; 0: never"
     )

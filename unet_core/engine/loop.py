@@ -41,20 +41,45 @@ class Hooks:
     """
 
     on_epoch_end: Callable[[EpochResult, dict], None] | None = None
+    # (step, mean training loss of the last `TrainConfig.log_every_steps` steps)
     on_step: Callable[[int, float], None] | None = None
 
 
+def amp_dtype(
+    amp: str, device_type: str, capability: tuple[int, int] | None = None
+) -> torch.dtype | None:
+    """Resolve the AMP setting to an autocast dtype; None means full precision.
+
+    A pure function of the device, so the choice is testable without one.
+
+    Args:
+        amp: "auto", "off", "bf16" or "fp16" (`TrainConfig.amp`).
+        device_type: "cuda" or "cpu" (`torch.device.type`).
+        capability: the CUDA compute capability, e.g. (8, 0) for A100; ignored off CUDA.
+    """
+    if amp == "off":
+        return None
+    if amp != "auto":
+        return _DTYPES[amp]
+    if device_type != "cuda":
+        return None  # CPU autocast is slower than fp32 for convolutions on most CPUs
+    # bf16 runs natively from Ampere (8.0) on; V100 (7.0) and T4 (7.5) emulate it slowly,
+    # so they get fp16, whose narrow range the GradScaler makes up for.
+    return torch.bfloat16 if capability is not None and capability >= (8, 0) else torch.float16
+
+
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """Resolve the AMP setting to a dtype; None means full precision."""
-    if amp == "off" or device.type != "cuda":
-        # CPU autocast is slower than fp32 for convolutions on most CPUs: off by default.
-        return None if amp in ("off", "auto") else _DTYPES[amp]
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return _DTYPES[amp]
+    """`amp_dtype` for `device`, reading its compute capability when it is a GPU."""
+    capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+    return amp_dtype(amp, device.type, capability)
 
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def memory_format(ndim: int) -> torch.memory_format:
+    """The channels-last layout of a tensor with `ndim` dims (4: NHWC, 5: NDHWC)."""
+    return torch.channels_last_3d if ndim == 5 else torch.channels_last
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
@@ -65,10 +90,10 @@ def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abs
 
 def _to_device(batch: Batch, device: torch.device, channels_last: bool) -> Batch:
     images, masks = batch
+    # non_blocking overlaps the copy with compute when the loader pins memory (CUDA).
     images = images.to(device, non_blocking=True)
     if channels_last and images.ndim in (4, 5):
-        fmt = torch.channels_last if images.ndim == 4 else torch.channels_last_3d
-        images = images.contiguous(memory_format=fmt)
+        images = images.contiguous(memory_format=memory_format(images.ndim))
     return images, masks.to(device, non_blocking=True)
 
 
@@ -92,6 +117,20 @@ def sync_buffers(model: nn.Module) -> None:
         dist.broadcast(buffer.data, src=0)
 
 
+def optimizer_steps(num_batches: int, accumulate_steps: int) -> int:
+    """Optimizer steps in an epoch of `num_batches`: the leftover micro-batches step too."""
+    return -(-num_batches // accumulate_steps)
+
+
+def _group_sizes(loader: Iterable[Batch], accumulate: int) -> Callable[[int], int]:
+    """Micro-batches in the accumulation group of batch `step` (smaller for the leftovers)."""
+    try:
+        total = len(loader)  # type: ignore[arg-type]
+    except TypeError:  # an unsized iterable: every group counts as full
+        return lambda step: accumulate
+    return lambda step: min(accumulate, total - step // accumulate * accumulate)
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: Iterable[Batch],
@@ -105,28 +144,63 @@ def train_one_epoch(
     augment: Augment | None = None,
     hooks: Hooks | None = None,
 ) -> dict[str, float]:
-    """Run one pass over `loader`; returns the global mean training loss as `train_loss`."""
+    """Run one pass over `loader`; returns the global mean training loss as `train_loss`.
+
+    Gradients of `cfg.accumulate_steps` micro-batches are summed before each optimizer
+    step; under DDP only the last micro-batch of a group all-reduces (`no_sync`). The
+    loss is summed on the device: the host waits for the GPU once per epoch (and once
+    per `cfg.log_every_steps` when an `on_step` hook is set), never per step.
+    """
     model.train()
     dtype = autocast_dtype(cfg.amp, device)
-    totals = torch.zeros(2, dtype=torch.float64)  # loss sum, batch count
+    group_size = _group_sizes(loader, cfg.accumulate_steps)
+    loss_sum, batches = torch.zeros((), dtype=torch.float64, device=device), 0
+    interval = _Interval(hooks, cfg.log_every_steps, device)
     optimizer.zero_grad(set_to_none=True)
     for step, batch in enumerate(loader):
         images, masks = _to_device(batch, device, cfg.channels_last)
         if augment is not None:
             images, masks = augment(images, masks)
-        with _autocast(device, dtype):
-            loss = loss_fn(model(images), masks)
-        scaled = loss / cfg.accumulate_steps
-        (scaler.scale(scaled) if scaler else scaled).backward()
-        if (step + 1) % cfg.accumulate_steps == 0:
+        size = group_size(step)
+        last_of_group = (step % cfg.accumulate_steps) + 1 == size
+        with _sync_unless(model, last_of_group):
+            with _autocast(device, dtype):
+                loss = loss_fn(model(images), masks)
+            scaled = loss / size  # the mean over the group's micro-batches, leftovers too
+            (scaler.scale(scaled) if scaler else scaled).backward()
+        if last_of_group:
             _optimizer_step(model, optimizer, cfg, scaler)
             if schedule is not None:
                 schedule.step()
-        totals += torch.tensor([loss.detach().float().item(), 1.0], dtype=torch.float64)
-        if hooks and hooks.on_step:
-            hooks.on_step(step, loss.item())
+        loss_sum += loss.detach()
+        batches += 1
+        interval.add(step, loss.detach())
+    totals = torch.stack([loss_sum.cpu(), torch.tensor(float(batches), dtype=torch.float64)])
     totals = _reduce_sum(totals.to(_reduce_device(device))).cpu()
     return {"train_loss": float(totals[0] / totals[1].clamp(min=1.0))}
+
+
+def _sync_unless(model: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+    """DDP's `no_sync` for a micro-batch that does not end its group (no all-reduce)."""
+    no_sync = getattr(model, "no_sync", None)
+    return contextlib.nullcontext() if sync or no_sync is None else no_sync()
+
+
+class _Interval:
+    """Calls `hooks.on_step(step, mean loss)` every `every` steps: one sync per interval."""
+
+    def __init__(self, hooks: Hooks | None, every: int, device: torch.device) -> None:
+        self.on_step = hooks.on_step if hooks and every else None
+        self.every = every
+        self.total = torch.zeros((), dtype=torch.float64, device=device)
+
+    def add(self, step: int, loss: torch.Tensor) -> None:
+        if self.on_step is None:
+            return
+        self.total += loss
+        if (step + 1) % self.every == 0:
+            self.on_step(step, float(self.total) / self.every)
+            self.total.zero_()
 
 
 def _reduce_device(device: torch.device) -> torch.device:
@@ -181,7 +255,7 @@ def evaluate(
     model.eval()
     accumulator.reset()
     dtype = autocast_dtype(amp, device)
-    totals = torch.zeros(2, dtype=torch.float64)
+    loss_sum, batches = torch.zeros((), dtype=torch.float64, device=device), 0
     for batch in loader:
         images, masks = _to_device(batch, device, channels_last=False)
         with _autocast(device, dtype):
@@ -189,12 +263,14 @@ def evaluate(
         logits = logits.float()
         accumulator.update(logits, masks)
         if loss_fn is not None:
-            totals += torch.tensor([loss_fn(logits, masks).item(), 1.0], dtype=torch.float64)
+            loss_sum += loss_fn(logits, masks).detach()  # summed on the device: no sync
+            batches += 1
     rdev = _reduce_device(device)
     state = _reduce_sum(accumulator.state.to(rdev)).cpu()
     accumulator.state.copy_(state)
     metrics = {f"{prefix}{k}": v for k, v in accumulator.compute().items()}
     if loss_fn is not None:
+        totals = torch.stack([loss_sum.cpu(), torch.tensor(float(batches), dtype=torch.float64)])
         totals = _reduce_sum(totals.to(rdev)).cpu()
         metrics[f"{prefix}loss"] = float(totals[0] / totals[1].clamp(min=1.0))
     return metrics
