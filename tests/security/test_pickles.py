@@ -8,7 +8,6 @@ Every loader of the project is covered: `torch.load` sites (checkpoints, package
 from __future__ import annotations
 
 import pickle
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,6 @@ import pytest
 import torch
 
 from unet_core.data import DataError, read_array
-from unet_core.data.prepared import read_shard
 from unet_core.engine import load_checkpoint
 from unet_core.package import load_package
 
@@ -88,15 +86,20 @@ def test_npy_with_a_pickle_is_refused(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_shard_with_a_pickle_is_refused(tmp_path: Path) -> None:
+def test_raw_area_with_a_pickle_is_refused(tmp_path: Path) -> None:
+    """The DVC `ingest` stage's raw area: arrays that would unpickle are never loaded."""
+    import json
+
+    from unet_core.data.prepared import sha256_file
+    from unetflow.ingest import RAW_META, read_raw
+
     marker = tmp_path / "pwned"
-    stems = np.empty(1, dtype=object)
-    stems[0] = Payload(marker)
-    shard = tmp_path / "train-00000.npz"
-    np.savez(
-        shard, images=np.zeros((1, 1, 4, 4), np.float32), masks=np.zeros((1, 4, 4)), stems=stems
-    )
-    assert zipfile.is_zipfile(shard)
-    with pytest.raises(DataError, match=r"train-00000\.npz"):
-        read_shard(shard)
+    images = np.empty(1, dtype=object)
+    images[0] = Payload(marker)
+    np.save(tmp_path / "images.npy", images, allow_pickle=True)
+    np.save(tmp_path / "masks.npy", np.zeros((1, 4, 4), np.uint8))
+    digests = {n: sha256_file(tmp_path / n) for n in ("images.npy", "masks.npy")}
+    (tmp_path / RAW_META).write_text(json.dumps({"sha256": digests, "stems": ["a"]}))
+    with pytest.raises(ValueError, match="allow_pickle"):
+        read_raw(tmp_path)
     assert not marker.exists()
