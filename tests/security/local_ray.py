@@ -29,12 +29,13 @@ def listeners() -> list[dict]:
 
 
 def main() -> None:
-    # unetflow first, as in the CLI: it turns token auth on before Ray is imported.
-    import ray
-
     from unetflow.ray_train import ensure_ray
 
     ensure_ray(num_cpus=1)
+    # Imported only now, never above unetflow: unetflow turns Ray's token auth on before
+    # Ray is first imported (a process that imports ray first runs without auth).
+    import ray
+
     address = ray.get_runtime_context().gcs_address
     print(json.dumps({"address": address, "listeners": listeners()}), flush=True)
     sys.stdin.read()  # until the test closes our stdin
