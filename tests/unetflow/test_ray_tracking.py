@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 @pytest.fixture(scope="module")
 def mlflow_url(tmp_path_factory: pytest.TempPathFactory):
     store = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
-    with mlflow_server(f"sqlite:///{store}") as url:
+    with mlflow_server(f"sqlite:///{store}", timeout=400) as url:  # slow on a busy 2-core CI
         yield url
 
 
