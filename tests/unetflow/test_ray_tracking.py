@@ -66,7 +66,8 @@ def test_training_finishes_when_mlflow_dies_mid_run(
             "model": {"preset": "unet", "base_channels": 4, "depth": 2},
             "train": {"epochs": 6, "batch_size": 4, "early_stopping": {"enabled": False}},
             "scaling": {"num_workers": 1},
-            "checkpoint": {"max_failures": 0},  # any worker failure would end the run
+            # Any worker failure would end the run; all 6 kept: history comes from them.
+            "checkpoint": {"max_failures": 0, "num_to_keep": 6},
         }
     )
     run_id = _run(mlflow_url)
