@@ -11,11 +11,12 @@ Cases may differ in shape; NIfTI spacing and affine are kept.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from unet_core.data import (
@@ -26,14 +27,15 @@ from unet_core.data import (
     split_indices,
     write_manifest,
 )
-from unet_core.data.prepared import MANIFEST
+from unet_core.data.prepared import MANIFEST, Case
 from unet_core.data.store import is_remote
 from unetflow.config import ExperimentConfig
 from unetflow.data_params import SplitParams
 from unetflow.prepare_cases import FileJob, default_workers, run_jobs
 
-# check(where, labels present, cases per split): raises DataError for unusable data.
-DataCheck = Callable[[Path | str, tuple[int, ...], dict[str, int]], None]
+# check(where, the cases (labels, shape), cases per split): raises DataError for data
+# the caller cannot use.
+DataCheck = Callable[[Path | str, Sequence[Case], dict[str, int]], None]
 
 PREPARED_ROOT = Path(".unetflow") / "prepared"
 _FORMAT = "folder-v2"  # bump when the preparation below changes what it writes
@@ -80,7 +82,7 @@ def prepare_folder(
 ) -> None:
     """Check, split and write `root` case by case at `out` (atomically).
 
-    `check(root, labels, counts)` runs once the cases are read, before anything appears
+    `check(root, cases, counts)` runs once the cases are read, before anything appears
     at `out`: data the config cannot train on leaves no prepared folder behind.
     """
     samples = scan_folder(root, spatial_dims)
@@ -93,18 +95,25 @@ def prepare_folder(
         for name, rows in idx.items()
         for i in rows.tolist()
     ]
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out.parent))
     try:
         cases = run_jobs(jobs, str(staging), workers or default_workers())
         if check is not None:
-            check(root, tuple(sorted({v for c in cases for v in c.labels})), counts)
+            check(root, cases, counts)
         write_manifest(staging, cases, meta={"source": "folder", "folder": str(root)})
         try:
             staging.rename(out)  # nothing half-written ever appears at `out`
         except OSError:
             if not (out / MANIFEST).exists():  # lost a race to an identical writer: fine
                 raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for folder in created:  # refused data leaves no trace, not even empty folders
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     print(f"prepared folder {root} ({sum(counts.values())} images {counts}) into {out}", flush=True)
@@ -132,7 +141,7 @@ def resolve_data(
     """The prepared data set for `data.path`, and its data version when known here.
 
     Args:
-        check: `check(where, labels, counts)` raises `DataError` for data the caller
+        check: `check(where, cases, counts)` raises `DataError` for data the caller
             cannot use; it runs before a raw folder is written out.
 
     Returns:
@@ -150,7 +159,7 @@ def resolve_data(
         counts = {k: manifest.count(k) for k in manifest.splits}
         check_counts(data_path, counts)
         if check is not None:
-            check(data_path, manifest.labels, counts)
+            check(data_path, manifest.cases, counts)
         return data_path.rstrip("/"), f"{MANIFEST_VERSION}{manifest.version()[:16]}"
     path = (project_dir / data_path).resolve()
     if not is_raw_folder(path):
@@ -162,7 +171,7 @@ def resolve_data(
         prepare_folder(path, out, spatial_dims, in_channels, check)
     elif check is not None:
         manifest = read_manifest(out)
-        check(path, manifest.labels, {k: manifest.count(k) for k in manifest.splits})
+        check(path, manifest.cases, {k: manifest.count(k) for k in manifest.splits})
     return out, f"{FOLDER_VERSION}{digest}"
 
 
@@ -196,16 +205,17 @@ def _check_prepared(
     counts = {k: manifest.count(k) for k in manifest.splits}
     check_counts(where, counts)
     if check is not None:
-        check(where, manifest.labels, counts)
+        check(where, manifest.cases, counts)
 
 
-def label_check(mode: str, out_channels: int) -> DataCheck:
-    """A `DataCheck` refusing mask labels that `loss.mode` / `model.out_channels` cannot learn.
+def config_check(cfg: ExperimentConfig) -> DataCheck:
+    """A `DataCheck` refusing data that `cfg` cannot train on: mask labels beyond what
+    `loss.mode` / `model.out_channels` learn (0/255 masks are read as 0/1, so they pass
+    as binary), and cases of different shapes without `data.patch_size`."""
+    mode, out_channels = cfg.loss.mode, cfg.model.out_channels
 
-    0/255 masks are read as 0/1, so they pass as binary.
-    """
-
-    def check(where: Path, labels: tuple[int, ...], counts: dict[str, int]) -> None:
+    def check(where: Path | str, cases: Sequence[Case], counts: dict[str, int]) -> None:
+        labels = sorted({v for case in cases for v in case.labels})
         found = ", ".join(map(str, labels))
         top = max(labels, default=0)
         if mode == "binary" and top > 1:
@@ -220,6 +230,13 @@ def label_check(mode: str, out_channels: int) -> DataCheck:
                 f"masks hold labels {{{found}}} but model.out_channels is {out_channels} "
                 f"(labels 0..{out_channels - 1}); set model.out_channels: {top + 1}",
             )
+        shapes = sorted({case.shape for case in cases})
+        if cfg.data.patch_size is None and len(shapes) > 1:
+            raise DataError(
+                where,
+                f"images have different shapes {shapes[:3]}, so whole images cannot be "
+                "batched; set data.patch_size to train on patches",
+            )
 
     return check
 
@@ -230,5 +247,5 @@ def resolve_for(project_dir: Path, cfg: ExperimentConfig) -> tuple[Path, str | N
     Runs on the driver, so bad data fails in one line before any Ray worker starts.
     """
     model = cfg.model
-    check = label_check(cfg.loss.mode, model.out_channels)
+    check = config_check(cfg)
     return resolve_data(project_dir, cfg.data.path, model.spatial_dims, model.in_channels, check)
