@@ -126,6 +126,8 @@ def mlflow_stack(bucket: str = "mlflow") -> Iterator[str]:
     """PostgreSQL + S3 (moto) + `mlflow server`; yields the tracking URI."""
     with ExitStack() as stack:
         pg, s3 = _enter_together(stack, postgres_server(), s3_server())
-        store = create_database(pg, "mlflow")
+        # The driver named: SQLAlchemy 2.0 reads plain postgresql:// as psycopg2, which is
+        # not installed (psycopg 3 is).
+        store = create_database(pg, "mlflow").replace("postgresql://", "postgresql+psycopg://", 1)
         s3.create_bucket(bucket)
         yield stack.enter_context(mlflow_server(store, f"s3://{bucket}/", env=s3.env()))
