@@ -92,6 +92,9 @@ def make_loaders(
         "num_workers": workers,
         "pin_memory": device.type == "cuda",
         "persistent_workers": workers > 0,  # no worker start-up cost every epoch
+        # zarr and fsspec read through an event-loop thread; a forked worker inherits that
+        # loop dead (and any lock it held), so loader workers are spawned instead.
+        "multiprocessing_context": "spawn" if workers > 0 else None,
     }
     val_set = PreparedDataset(data, "val", options=options, cache_mb=cfg.data.cache_mb / 2)
     val_sampler = ShardSampler(len(val_set), rank, world_size)

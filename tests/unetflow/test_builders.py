@@ -26,7 +26,6 @@ def prepared_3d(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "spatial_dims": 3,
         "synthetic": {"num_images": 6, "shape": [8, 16, 16], "seed": 3},
         "split": {"fractions": [0.5, 0.25, 0.25], "seed": 3},
-        "shard_size": 4,
     }
     prepare(DataParams.model_validate(params), out)
     return out

@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
+from tests.conftest import TINY_PARAMS
 from tests.support.ray_cluster import ray_cluster
 from tests.support.s3 import s3_server
 from unet_core.engine import load_checkpoint
@@ -62,6 +64,9 @@ REPO = Path(__file__).resolve().parents[2]
 def _train_with_local_storage(env: dict[str, str], project: Path) -> subprocess.CompletedProcess:
     """`unetflow train` on the cluster with the default (local) checkpoint folder."""
     project.mkdir()
+    # A valid project, so the refusal is about the storage and nothing else.
+    shutil.copy(REPO / "dvc.yaml", project / "dvc.yaml")
+    (project / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
     return subprocess.run(
         [sys.executable, "-m", "unetflow_cli", "train", "--project-dir", str(project)],
         env={**env, "PYTHONPATH": str(REPO)},

@@ -73,7 +73,9 @@ def test_cases_smaller_than_the_patch_are_padded_evenly(volumes: Path) -> None:
 
 def test_loader_workers_share_the_samples(volumes: Path) -> None:
     stream = PatchStream(str(volumes), "train", (8, 8, 8), samples=7)
-    batches = list(DataLoader(stream, batch_size=2, num_workers=2))
+    # Spawned, as the training loaders do: a forked worker inherits zarr's event loop dead.
+    loader = DataLoader(stream, batch_size=2, num_workers=2, multiprocessing_context="spawn")
+    batches = list(loader)
     assert sum(len(b[0]) for b in batches) == 7
 
 
