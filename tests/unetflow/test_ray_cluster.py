@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import TINY_PARAMS
 from tests.support.ray_cluster import ray_cluster
 from tests.support.s3 import s3_server
 from unet_core.engine import load_checkpoint
@@ -65,6 +64,8 @@ def _train_with_local_storage(env: dict[str, str], project: Path) -> subprocess.
     """`unetflow train` on the cluster with the default (local) checkpoint folder."""
     project.mkdir()
     # A valid project, so the refusal is about the storage and nothing else.
+    from tests.conftest import TINY_PARAMS
+
     shutil.copy(REPO / "dvc.yaml", project / "dvc.yaml")
     (project / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
     return subprocess.run(
