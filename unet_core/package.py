@@ -9,6 +9,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from torch import nn
@@ -104,7 +105,9 @@ def save_package(
     return save_checkpoint(payload, path)
 
 
-def load_package(path: str | os.PathLike, device: str | torch.device = "cpu") -> Segmenter:
+def load_package(
+    path: str | os.PathLike | BinaryIO, device: str | torch.device = "cpu"
+) -> Segmenter:
     """Rebuild the model in eval mode with its config and inference spec.
 
     Accepts a model package (`save_package`) or a training checkpoint that carries its
@@ -113,7 +116,8 @@ def load_package(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     Raises:
         ValueError: the file is neither, or lacks what inference needs.
     """
-    payload = torch.load(Path(path), map_location=device, weights_only=True)
+    source = path if hasattr(path, "read") else Path(path)  # a file, or bytes in memory
+    payload = torch.load(source, map_location=device, weights_only=True)
     if not isinstance(payload, dict):
         raise ValueError(f"{path} is not a unetflow model package or checkpoint")
     if payload.get("format") == "unetflow-model/1":

@@ -1,26 +1,22 @@
-"""`unetflow predict`: segment every image of a folder with a trained model.
+"""`unetflow predict`: segment every image of a folder or S3 prefix with a trained model.
 
 The model is an MLflow model URI (`models:/unet-seg@champion`, `runs:/<id>/model`), a
 model package file (`model.pt`) or a training checkpoint (`checkpoint.pt`, or the Ray
-checkpoint folder holding it). Masks are written with the input's stem and format:
-png -> png (binary masks as 0/255 so they are visible), tif -> tif, npy -> npy,
-nii / nii.gz -> nii.gz (with the input's affine).
+checkpoint folder holding it). Masks are written with the input's stem and format
+(`unetflow.prediction`); inputs whose mask exists are skipped, so a rerun finishes an
+interrupted job. `--workers N` spreads the cases over N Ray workers.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from unet_core.data import EXTENSIONS, check_image, read_array
-from unet_core.data.folder import file_extension, to_channels_first
+from unet_core.data import store
 from unet_core.package import Segmenter, load_package
+from unetflow import prediction
 from unetflow.errors import UsageError
 
 
@@ -75,88 +71,47 @@ def load_segmenter(ref: str) -> Segmenter:
     return wrapped.segmenter
 
 
-def list_images(folder: Path, spatial_dims: int) -> list[Path]:
-    """Supported image files of `folder` (not recursive, hidden files skipped), sorted."""
-    if not folder.is_dir():
-        raise UsageError(f"--input {folder}: not a folder; pass a folder of images")
-    allowed = EXTENSIONS[spatial_dims]
-    files = [
-        p
-        for p in sorted(folder.iterdir())
-        if p.is_file() and not p.name.startswith(".") and file_extension(p) in allowed
-    ]
-    if not files:
-        raise UsageError(
-            f"--input {folder}: no images with extensions {allowed} for a {spatial_dims}D model"
-        )
-    return files
-
-
-def output_path(image: Path, out_dir: Path) -> Path:
-    """Same stem as the input; nii becomes nii.gz, other formats keep their extension."""
-    ext = file_extension(image)
-    stem = image.name[: -len(ext) - 1]
-    return out_dir / f"{stem}.{'nii.gz' if ext in ('nii', 'nii.gz') else ext}"
-
-
-def write_mask(mask: np.ndarray, source: Path, dest: Path, mode: str) -> None:
-    """Write atomically in `dest`'s format; a crash never leaves a truncated mask."""
-    ext = file_extension(dest)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=".tmp-", suffix=f".{ext}")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        if mode == "multilabel":
-            mask = np.moveaxis(mask, 0, -1)  # channels-last, like the inputs
-        if ext == "png":
-            from PIL import Image
-
-            Image.fromarray(mask * 255 if mode == "binary" else mask).save(tmp, format="PNG")
-        elif ext in ("tif", "tiff"):
-            import tifffile
-
-            tifffile.imwrite(tmp, mask)
-        elif ext == "npy":
-            with tmp.open("wb") as f:
-                np.save(f, mask)
-        else:
-            import nibabel as nib
-
-            affine = nib.load(source).affine
-            nib.save(nib.Nifti1Image(mask, affine), tmp)
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     use_project_store(args.model, args.project_dir)
     segmenter = load_segmenter(args.model)
     dims = segmenter.config.spatial_dims
     if args.patch is not None and len(args.patch) != dims:
         raise UsageError(f"--patch {args.patch}: give {dims} sizes for a {dims}D model")
-    inputs = list_images(args.input, dims)
-    if args.output.resolve() == args.input.resolve():
-        raise UsageError(f"--output {args.output}: same as --input; pick another folder")
-    args.output.mkdir(parents=True, exist_ok=True)
-    print(f"predicting {len(inputs)} image(s) from {args.input} into {args.output}", flush=True)
+    if args.gpu and args.workers < 1:
+        raise UsageError("--gpu needs --workers N (N Ray workers with one GPU each)")
+    src, out = _location(args.input), _location(args.output)
+    inputs = prediction.list_images(src, dims)
+    prediction.prepare_output(out, src)
+    jobs, done = prediction.plan_jobs(inputs, out)
+    options = prediction.Options(
+        tta=args.tta,
+        patch=tuple(args.patch) if args.patch else None,
+        storage=store.default_options(out) or store.default_options(src),
+    )
+    where = f"on {args.workers} Ray worker(s)" if args.workers else "in this process"
+    skipped = f", {done} already done" if done else ""
+    print(f"predicting {len(jobs)} image(s) from {src} into {out} {where}{skipped}", flush=True)
     started = time.perf_counter()
-    for i, path in enumerate(inputs, 1):
-        t0 = time.perf_counter()
-        image = to_channels_first(read_array(path), dims, path)
-        image = check_image(image, path, segmenter.config.in_channels)
-        patch = tuple(args.patch) if args.patch else None
-        mask = segmenter(torch.from_numpy(image)[None], tta=args.tta, patch=patch)[0]
-        dest = output_path(path, args.output)
-        write_mask(mask.cpu().numpy(), path, dest, segmenter.spec.mode)
-        shape = "x".join(map(str, image.shape[1:]))
-        print(
-            f"[{i}/{len(inputs)}] {path.name} ({shape}) -> {dest.name} "
-            f"{time.perf_counter() - t0:.2f}s",
-            flush=True,
-        )
-    print(f"done: {len(inputs)} mask(s) in {time.perf_counter() - started:.1f}s", flush=True)
+    if args.workers:
+        from unetflow.ray_train import ensure_ray
+
+        ensure_ray()
+        lines = prediction.run_ray(segmenter, jobs, options, args.workers, args.gpu)
+    else:
+        lines = prediction.run_local(segmenter, jobs, options)
+    for i, line in enumerate(lines, 1):
+        print(f"[{i}/{len(jobs)}] {line}", flush=True)
+    print(f"done: {len(jobs)} mask(s) in {time.perf_counter() - started:.1f}s", flush=True)
     return 0
+
+
+def _location(value: str) -> str:
+    """A URI as given, a local folder made absolute; other schemes are refused."""
+    if "://" in value and not value.startswith("s3://"):
+        raise UsageError(f"{value}: unsupported scheme; use a local folder or s3://bucket/prefix")
+    if value.startswith("s3://") and not value[5:].strip("/"):
+        raise UsageError(f"{value}: no bucket; use s3://bucket/prefix")
+    return store.normalise(value)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -166,8 +121,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="MLflow model URI (models:/unet-seg@champion), model.pt or checkpoint.pt",
     )
-    p.add_argument("--input", type=Path, required=True, help="folder of images")
-    p.add_argument("--output", type=Path, required=True, help="folder for the masks")
+    p.add_argument("--input", required=True, help="folder or s3://bucket/prefix of images")
+    p.add_argument(
+        "--output",
+        required=True,
+        help="folder or s3://bucket/prefix for the masks (existing masks are kept: a rerun "
+        "finishes an interrupted job)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="predict on N Ray workers (Ray Data; RAY_ADDRESS or a local Ray); 0: here",
+    )
+    p.add_argument("--gpu", action="store_true", help="one GPU per Ray worker")
     p.add_argument("--tta", action="store_true", help="average over flips (slower)")
     p.add_argument(
         "--patch",

@@ -165,6 +165,23 @@ def empty_store(root: Path) -> None:
     write("imgs/a.png", b"")(root)
 
 
+def model_package(root: Path) -> None:
+    """A valid tiny 2D model package `model.pt` and one image `imgs/a.png`."""
+    from unet_core.models import create_model, get_model_config
+    from unet_core.package import InferenceSpec, save_package
+
+    config = get_model_config("unet", base_channels=4, depth=2)
+    save_package(
+        root / "model.pt", create_model(config).state_dict(), config, InferenceSpec((0.0,), (1.0,))
+    )
+    (root / "imgs").mkdir()
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(root / "imgs" / "a.png")
+
+
+def _predict(inputs: str, outputs: str, *extra: str) -> tuple[str, ...]:
+    return ("predict", "--model", "{root}/model.pt", "--input", inputs, "--output", outputs, *extra)
+
+
 def _bad_manifest(root: Path) -> None:
     prepared()(root)
     (root / "project" / "prep" / "manifest.json").write_text("{ not json")
@@ -599,6 +616,42 @@ CASES: list[Case] = [
             "{root}/out",
         ),
         ("none.pt", "no such file"),
+    ),
+    Case(
+        "predict-input-missing",
+        model_package,
+        _predict("{root}/nope", "{root}/out"),
+        ("--input", "nope", "not a folder"),
+    ),
+    Case(
+        "predict-input-no-images",
+        model_package,
+        _predict("{root}", "{root}/out"),
+        ("--input", "no images"),
+    ),
+    Case(
+        "predict-output-is-input",
+        model_package,
+        _predict("{root}/imgs", "{root}/imgs"),
+        ("--output", "same as --input"),
+    ),
+    Case(
+        "predict-input-scheme",
+        model_package,
+        _predict("gs://bucket/x", "{root}/out"),
+        ("gs://bucket/x", "s3://bucket/prefix"),
+    ),
+    Case(
+        "predict-output-no-bucket",
+        model_package,
+        _predict("{root}/imgs", "s3://"),
+        ("s3://", "no bucket"),
+    ),
+    Case(
+        "predict-gpu-without-workers",
+        model_package,
+        _predict("{root}/imgs", "{root}/out", "--gpu"),
+        ("--gpu", "--workers"),
     ),
     Case(
         "model-name-not-registered",
