@@ -34,6 +34,12 @@ class TrainParams(_Params):
 
     project_dir: str = PROJECT_DIR
     config: ExperimentConfig = Field(ExperimentConfig(), description="what to train, and how")
+    submit: bool = Field(
+        False,
+        description="run the training driver as a Ray Job on the cluster (RAY_ADDRESS) and "
+        "follow it: it survives a restarted worker, and a rerun attaches to it or resumes "
+        "it (needs data and checkpoints on s3:// and an MLflow server)",
+    )
 
 
 class PromoteParams(_Params):
@@ -77,6 +83,12 @@ class PipelineParams(_Params):
 
     project_dir: str = PROJECT_DIR
     config: ExperimentConfig = Field(ExperimentConfig(), description="what to train, and how")
+    submit: bool = Field(
+        False,
+        description="run the training driver as a Ray Job on the cluster (RAY_ADDRESS) and "
+        "follow it: it survives a restarted worker, and a rerun attaches to it or resumes "
+        "it (needs data and checkpoints on s3:// and an MLflow server)",
+    )
     tune: TuneParams | None = Field(
         None, description="run a search first and train its best config; none: no search"
     )

@@ -24,12 +24,15 @@ from flows.tasks import (
     reproduce_data,
     resolve_folder_data,
     retry_unless_usage_error,
+    submit_training_job,
     train_model,
 )
 from tune.search_config import SearchResult
 from unetflow.config import ExperimentConfig
 from unetflow.datasets import is_raw_folder
+from unetflow.jobs import JobOutcome
 from unetflow.promotion import PromotionDecision
+from unetflow.storage import is_remote
 from unetflow.training import TrainReport
 
 
@@ -45,15 +48,19 @@ def data_prep(params: DataPrepParams = DataPrepParams()) -> str:
 
 
 @flow(name="train", log_prints=True)
-def train(params: TrainParams = TrainParams()) -> TrainOutcome:
+def train(params: TrainParams = TrainParams()) -> TrainOutcome | JobOutcome:
     """Train one config and register the model: on `config.data.version` when set
     (pulled if not present locally), on a raw images/ + masks/ `data.path` as it is,
-    else on the current DVC data version."""
+    else on the current DVC data version. With `submit`, the driver is a Ray Job on the
+    cluster that this flow follows."""
     config, project_dir = params.config, params.project_dir
+    if params.submit:
+        return submit_training_job(config, project_dir)
     if config.data.version:
         config, version = pin_data_version(config, project_dir)
-    elif is_raw_folder(Path(project_dir) / config.data.path):
-        version = None  # the folder's content hash (resolve_folder_data); no DVC stages
+    elif is_remote(config.data.path) or is_raw_folder(Path(project_dir) / config.data.path):
+        # Versioned by content (a raw folder's hash, a bucket's manifest); no DVC stages.
+        version = None
     else:
         version = reproduce_data(project_dir)
     report, reused, config, version = _train(config, project_dir, version)

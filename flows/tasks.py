@@ -10,7 +10,7 @@ from prefect.context import TaskRunContext
 from prefect.runtime import deployment, flow_run
 
 from flows import quiet
-from unetflow import datasets, dvc_data, tracking
+from unetflow import datasets, dvc_data, jobs, tracking
 from unetflow.config import ExperimentConfig
 from unetflow.errors import UsageError
 from unetflow.training import TrainReport, train_and_register
@@ -103,3 +103,19 @@ def train_model(config: ExperimentConfig, project_dir: str, data_version: str) -
         "prefect_deployment": deployment.get_name(),
     }
     return train_and_register(config, Path(project_dir), data_version, lineage)
+
+
+@task(name="submit-training-job", retries=0)
+def submit_training_job(config: ExperimentConfig, project_dir: str) -> jobs.JobOutcome:
+    """Submit the training driver as a Ray Job (or attach to it) and poll it to its end.
+
+    No retries here: rerunning the flow attaches to the same job, or resumes a failed
+    one from its last checkpoint.
+    """
+    outcome = jobs.submit_for(config, Path(project_dir))
+    if outcome.status != "SUCCEEDED":
+        raise RuntimeError(
+            f"Ray job {outcome.submission_id} ended {outcome.status}; see its output above; "
+            "rerun to resume it from its last checkpoint"
+        )
+    return outcome

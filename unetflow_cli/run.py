@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,7 +114,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.submit:
+        return _submit(args)
     return _run_flow(args, lambda flows, params: (flows.train, params.TrainParams))
+
+
+def _submit(args: argparse.Namespace) -> int:
+    """`train --submit`: the driver runs as a Ray Job on the cluster; this only follows it."""
+    from unetflow import jobs
+
+    outcome = jobs.submit_for(config_from_args(args), args.project_dir)
+    if outcome.status != "SUCCEEDED":
+        print(
+            f"error: Ray job {outcome.submission_id} ended {outcome.status}; its output is "
+            f"above; rerun this command to resume it from its last checkpoint",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -128,6 +146,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     run.set_defaults(func=cmd_run)
     train = sub.add_parser("train", help="train one config on the current data version")
     add_config_args(train)
+    train.add_argument(
+        "--submit",
+        action="store_true",
+        help="run the driver as a Ray Job on the RAY_ADDRESS cluster (survives this "
+        "process); rerunning attaches to it or resumes it",
+    )
     train.set_defaults(func=cmd_train)
     validate = sub.add_parser("validate", help="check a config and print it fully resolved")
     add_config_args(validate)
