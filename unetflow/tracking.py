@@ -186,9 +186,9 @@ def log_model(
     )
 
 
-def log_dataset(data_dir: Path, version: str) -> None:
+def log_dataset(data_dir: Path | str, version: str) -> None:
     """The prepared data set as the run's input: the data version (DVC md5) as its digest,
-    the folder as its source, the split sizes as tags."""
+    the folder or URI as its source, the split sizes as tags."""
     manifest = read_manifest(data_dir)
     spatial = (-1,) * manifest.spatial_dims
     schema = Schema(
@@ -201,7 +201,8 @@ def log_dataset(data_dir: Path, version: str) -> None:
         # MLflow registers its local-file source twice and warns that the two "compete".
         warnings.filterwarnings("ignore", "The specified dataset source can be interpreted")
         source = resolve_dataset_source(redact(str(data_dir)))
-    dataset = MetaDataset(source, name=data_dir.name, digest=version, schema=schema)
+    name = str(data_dir).rstrip("/").rsplit("/", 1)[-1]  # a folder's name, a prefix's last part
+    dataset = MetaDataset(source, name=name, digest=version, schema=schema)
     sizes = {f"{split}_samples": str(manifest.count(split)) for split in manifest.splits}
     mlflow.log_input(dataset, context="training", tags=sizes)
 

@@ -145,22 +145,32 @@ def ray_cluster(
         )
         wait_until(lambda: _node_alive(head_log, procs[0]), "Ray head node", timeout)
         wait_until(lambda: port_open(port), "Ray GCS port", timeout)
-        worker_log = temp_dir / "worker.log"
-        procs.append(
-            _start_node(
-                [
-                    f"--address=[::ffff:127.0.0.1]:{port}",
-                    "--node-ip-address=127.0.0.3",
-                    f"--temp-dir={temp_dir / 'w'}",
-                    f"--resources={json.dumps(worker_resources or {})}",
-                    *common,
-                    *port_args(head=False, taken=taken),
-                ],
-                worker_env,
-                worker_log,
+        # Ray gives a joining raylet a fixed 30 s to register with the GCS; on a busy
+        # 2-core machine that can pass, so a node that timed out is started once more.
+        for attempt in (1, 2):
+            worker_log = temp_dir / f"worker-{attempt}.log"
+            procs.append(
+                _start_node(
+                    [
+                        f"--address=[::ffff:127.0.0.1]:{port}",
+                        "--node-ip-address=127.0.0.3",
+                        f"--temp-dir={temp_dir / f'w{attempt}'}",
+                        f"--resources={json.dumps(worker_resources or {})}",
+                        *common,
+                        *port_args(head=False, taken=taken),
+                    ],
+                    worker_env,
+                    worker_log,
+                )
             )
-        )
-        wait_until(lambda: _node_alive(worker_log, procs[1]), "Ray worker node", timeout)
+            try:
+                alive = lambda log=worker_log, proc=procs[-1]: _node_alive(log, proc)  # noqa: E731
+                wait_until(alive, "Ray worker node", timeout)
+                break
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+                _stop([procs.pop()], temp_dir / f"w{attempt}")
         yield RayCluster(address=address, token=token, temp_dir=temp_dir)
     finally:
         _stop(procs, temp_dir)
