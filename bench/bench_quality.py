@@ -7,8 +7,8 @@ Usage:
 Data sets (prepared once by the project's own folder preparation, so both pipelines
 see the same split and score the same test cases):
   synthetic  realistic 2D cells (`bench/quality_data.py`), 128x128: Otsu Dice ~0.75
-  mni152     nilearn's MNI152 T1 template, white matter = WM probability > 0.5, whole
-             axial slabs of 16 slices per case (3D), split by the project's seeded split
+  mni152     nilearn's MNI152 T1 template (2 mm), white matter = WM probability > 0.5,
+             12 axial slabs of 8 slices (3D cases), whole slabs per split (8/2/2)
   folder     any labelled images/ + masks/ folder (--data), binary masks
 
 Pipelines, in this process, one after the other, under the same `torch.set_num_threads`
@@ -225,7 +225,7 @@ def set_specs(args: argparse.Namespace) -> list[SetSpec]:
         ),
         "mni152": SetSpec(
             "mni152",
-            "MNI152 T1 (2 mm), white matter, 16-slice axial slabs (3D)"
+            "MNI152 T1 (2 mm), white matter, 8-slice axial slabs (3D)"
             + (", central 32x32 window" if quick else ""),
             3,
             2 if quick else 180,

@@ -1,7 +1,7 @@
 """The reference: a segmentation pipeline written the way a MONAI user writes one.
 
 BasicUNet, DiceCELoss(sigmoid=True), dictionary transforms (intensity scaling, pad,
-random 96x96 crops (3D: 96x96x16 slabs), flips, 90-degree rotations), a CacheDataset,
+random 96x96 crops (3D: 96x96x16, thin slabs zero-padded to 16), flips, 90-degree rotations), a CacheDataset,
 Adam at lr 1e-3, batch 8 (3D: 2), and sliding-window inference on the held-out test
 cases. Nothing here is tuned: it is the tutorials' recipe, so a default that cannot
 beat it is a weak default.
@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 Case = tuple[np.ndarray, np.ndarray]  # (image [C, *spatial] float32, mask [*spatial] uint8)
-CROP_2D, CROP_3D = (96, 96), (96, 96, 16)  # 3D: the slabs are 16 slices thick
+CROP_2D, CROP_3D = (96, 96), (96, 96, 16)
+MIN_SIDE = 16  # BasicUNet pools four times: a side under 16 pools to nothing
 BATCH_2D, BATCH_3D = 8, 2
 
 
@@ -76,10 +77,11 @@ def global_dice(preds: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> f
 
 
 def crop_size(cases: Sequence[Case], spatial_dims: int) -> tuple[int, ...]:
-    """96x96 (3D: 96x96x16), shrunk to the smallest case: what fits, as a user would."""
+    """96x96 (3D: 96x96x16), shrunk to the smallest case as a user would, but never
+    under `MIN_SIDE` (thinner cases are zero-padded up to it by `SpatialPadd`)."""
     crop = CROP_2D if spatial_dims == 2 else CROP_3D
     smallest = [min(image.shape[1 + k] for image, _ in cases) for k in range(spatial_dims)]
-    return tuple(min(c, s) for c, s in zip(crop, smallest, strict=True))
+    return tuple(max(MIN_SIDE, min(c, s)) for c, s in zip(crop, smallest, strict=True))
 
 
 def _transforms(crop: tuple[int, ...]):

@@ -6,11 +6,12 @@ Two sets are written here; the third is any labelled folder the user passes.
   overlapping clusters, faint objects, textured background, uneven illumination, blur,
   Poisson noise), one `.npy` pair per image.
 - mni152: the MNI152 2009 T1 template that nilearn's wheel ships (read from the package
-  files: no network), mask = white-matter probability > 0.5. The volume is cut into
-  axial slabs of `SLAB` slices, one NIfTI case per slab with its own affine (the
-  template's, shifted to the slab), so the project's default case split assigns whole
-  slabs to train/val/test: no slice of a test slab is ever next to a training slice
-  of the same slab. Which slabs land where is the project's seeded split.
+  files: no network), mask = white-matter probability > 0.5. The 2 mm volume is cut
+  into 12 axial slabs of `SLAB` slices, one NIfTI case per slab with its own affine
+  (the template's, shifted to the slab), so the project's default case split assigns
+  whole slabs to train/val/test (8/2/2), interleaved as its seeded shuffle falls: a
+  test slab shares no voxel with a training slab. The top two slabs hold no white
+  matter (cortex only): negatives, as in real volumes.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 
 from unet_core.data.synthetic import generate_synthetic, preset
 
-SLAB = 16  # slices per axial slab: BasicUNet pools 4 times, so a slab needs >= 16
+SLAB = 8  # slices per axial slab: 12 slabs at 2 mm, so each split gets whole slabs
 
 
 def synthetic_folder(out: Path, n: int, side: int, seed: int = 0) -> Path:
