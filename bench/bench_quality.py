@@ -36,6 +36,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
@@ -44,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: sib
 import quality_data
 from monai_reference import BudgetSpent, TrainClock, global_dice, train_reference
 
-from unet_core.data import PreparedDataset, read_manifest
+from unet_core.data import DataError, PreparedDataset, read_manifest
 from unet_core.engine import Hooks, fit
 from unet_core.package import Segmenter
 from unetflow.builders import build_trainer, inference_spec
@@ -213,6 +214,12 @@ def run_set(spec: SetSpec, root: Path, args: argparse.Namespace) -> tuple[str, d
     return curve_table(spec, curves, info), compare(spec.name, curves)
 
 
+def refuse(message: str) -> NoReturn:
+    """Bad input: one line on stderr, exit code 2, nothing written."""
+    print(f"bench_quality.py: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def set_specs(args: argparse.Namespace) -> list[SetSpec]:
     """The requested sets with their budgets (`--budget-s` overrides every default)."""
     quick = args.quick
@@ -235,9 +242,9 @@ def set_specs(args: argparse.Namespace) -> list[SetSpec]:
     names = [n.strip() for n in args.sets.split(",") if n.strip()]
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise SystemExit(f"--sets: unknown set(s) {unknown}; choose from {sorted(known)}")
+        refuse(f"--sets: unknown set(s) {unknown}; choose from {sorted(known)}")
     if "folder" in names and not args.data:
-        raise SystemExit("--sets folder needs --data FOLDER (a folder with images/ and masks/)")
+        refuse("--sets folder needs --data FOLDER (a folder with images/ and masks/)")
     if args.budget_s is not None:
         return [
             SetSpec(k.name, k.description, k.dims, args.budget_s) for k in map(known.get, names)
@@ -267,7 +274,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)  # both pipelines, same threads
     with tempfile.TemporaryDirectory(prefix="bench-quality-") as tmp:
         root = Path(args.work or tmp).resolve()
-        results = [run_set(spec, root, args) for spec in specs]
+        try:
+            results = [run_set(spec, root, args) for spec in specs]
+        except DataError as err:  # a --data folder the project cannot prepare
+            refuse(str(err))
     header = (
         f"# Time to Dice: unetflow default recipe vs MONAI reference "
         f"({'quick' if args.quick else 'full'}, {args.threads} threads, torch "
