@@ -52,6 +52,7 @@ bench: install  ## benchmarks print tables and write bench/results/
 	$(PY) bench/bench_ray_train.py --quick
 	$(PY) bench/bench_inference.py --quick
 	$(PY) bench/bench_tune.py --quick
+	$(PY) bench/bench_quality.py --quick --out bench/results/quality_cpu_quick.md
 
 lock: install  ## re-pin constraints.txt from the current environment
 	$(PY) -m pip freeze --exclude-editable | sed 's/^torch==\([0-9.]*\)+cpu/torch==\1/' \
