@@ -172,6 +172,10 @@ class ExperimentConfig(_Frozen):
         if isinstance(value, dict) and "preset" in value:
             overrides = {k: v for k, v in value.items() if k != "preset"}
             return get_model_config(value["preset"], **overrides)
+        # A partial section (`--set model.depth=2`) overrides the project's default model,
+        # not ModelConfig's class defaults (which would silently double its width).
+        if isinstance(value, dict):
+            return {**DEFAULT_MODEL.model_dump(exclude_unset=True), **value}
         return value
 
     @model_validator(mode="after")

@@ -54,3 +54,15 @@ def test_flatten_gives_dotted_string_params() -> None:
     params = flatten(ExperimentConfig())
     assert params["train.epochs"] == str(ExperimentConfig().train.epochs)
     assert all(isinstance(v, str) for v in params.values())
+
+
+def test_a_partial_model_section_overrides_the_project_default_model() -> None:
+    """`--set model.depth=2` changes the depth of the default (16-channel) model; it used
+    to rebuild the model from ModelConfig's class defaults (32 channels, depth 4)."""
+    from unetflow.config import DEFAULT_MODEL, load_config
+
+    cfg = load_config(None, {"model.depth": 2})
+    assert (cfg.model.depth, cfg.model.base_channels) == (2, DEFAULT_MODEL.base_channels)
+    cfg = load_config(None, {"model.spatial_dims": 3})
+    assert cfg.model.spatial_dims == 3 and cfg.model.depth == DEFAULT_MODEL.depth
+    assert load_config(None, {"model.preset": "unet3d"}).model.spatial_dims == 3
