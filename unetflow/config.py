@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from unet_core.augment import AugmentConfig
+from unet_core.data.normalization import Normalization
 from unet_core.data.streaming import FOREGROUND_FRACTION
 from unet_core.engine import OptimConfig, SchedulerConfig, TrainConfig
 from unet_core.losses import LossConfig
@@ -68,6 +69,11 @@ class DataConfig(_Frozen):
     )
     cache_mb: float = Field(
         256, gt=0, description="per-process LRU of decoded cases, MB (bounds worker memory)"
+    )
+    normalization: Normalization = Field(
+        Normalization(),
+        description="intensity normalisation: dataset (train mean/std), per_image, or ct "
+        "(clip window + foreground mean/std); the plan picks it from the data",
     )
 
 
@@ -150,6 +156,11 @@ class ExperimentConfig(_Frozen):
     model_config = ConfigDict(title="Experiment")
 
     name: str = Field("unet-seg", pattern=r"^[A-Za-z0-9_.-]+$", description="run name prefix")
+    plan: bool = Field(
+        True,
+        description="derive the settings this config leaves unset (patch, batch, depth, "
+        "pooling, normalisation, steps, epochs) from the data's fingerprint (unetflow plan)",
+    )
     data: DataConfig = Field(DataConfig(), description="data set and augmentation")
     # A value default, not a default_factory: the parameter schema (the UI form) shows it.
     model: ModelConfig = Field(DEFAULT_MODEL, description="architecture")
@@ -250,7 +261,7 @@ def load_config(
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
     for dotted, value in (overrides or {}).items():
-        _set_dotted(data, dotted, value)
+        set_dotted(data, dotted, value)
     return parse_config(data, source)
 
 
@@ -262,7 +273,8 @@ def yaml_problem(err: yaml.YAMLError) -> str:
     return f"not valid YAML: {problem}{where}"
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `section.key` in a nested dict, creating sections (refuses a value in the way)."""
     keys = dotted.split(".")
     if not all(keys):
         raise ConfigError(f"--set {dotted}: empty key part; use section.key, e.g. train.epochs")
