@@ -82,6 +82,7 @@ class Fingerprint:
     fg_mean: tuple[float, ...]  # per channel, foreground clipped to the percentiles
     fg_std: tuple[float, ...]
     label_share: dict[int, float] = field(default_factory=dict)  # share of cases with label
+    other_shapes: bool = False  # val/test cases of a shape the train cases lack
 
     @property
     def median_shape(self) -> tuple[int, ...]:
@@ -93,7 +94,8 @@ class Fingerprint:
 
     @property
     def uniform_shape(self) -> bool:
-        return len(set(self.shapes)) == 1
+        """Every case (all splits) has one shape: whole images can be batched."""
+        return len(set(self.shapes)) == 1 and not self.other_shapes
 
     @property
     def train_voxels(self) -> int:
@@ -149,6 +151,7 @@ def fingerprint(store: PreparedStore) -> Fingerprint:
         fg_mean=tuple(means),
         fg_std=tuple(stds),
         label_share={int(k): v / len(cases) for k, v in sorted(labels.items())},
+        other_shapes=not manifest.uniform_shape,
     )
 
 
