@@ -205,7 +205,8 @@ class Plan:
 def pooling(patch: tuple[int, ...], spacing: tuple[float, ...]) -> tuple[tuple[int, ...], ...]:
     """Pool kernels per level: halve an axis while it stays >= 2 x `MIN_FEATURE` voxels
     and its spacing is at most 2x the finest one (coarse axes join later)."""
-    size, spacing_now, kernels = list(patch), list(spacing), []
+    size, spacing_now = list(patch), list(spacing)
+    kernels: list[tuple[int, ...]] = []
     while len(kernels) < MAX_DEPTH:
         finest = min(spacing_now)
         kernel = tuple(
@@ -272,8 +273,12 @@ def plan(
         levels = kernels or pooling(patch, fp.median_spacing)
     whole = patch_size is None and fp.uniform_shape and not shrunk
     batch = _batch(fp, patch, memory_bytes, base_channels)
-    steps = None if whole else _steps(fp, patch, batch.value, workers)
-    epoch_steps = steps.value if steps else -(-fp.train_cases // (batch.value * workers))
+    steps: PlannedValue[int | None] = (
+        PlannedValue(None, "whole images: an epoch is one pass over the train cases")
+        if whole
+        else _steps(fp, patch, batch.value, workers)
+    )
+    epoch_steps = steps.value or -(-fp.train_cases // (batch.value * workers))
     return Plan(
         fingerprint=fp,
         memory_bytes=memory_bytes,
@@ -288,8 +293,7 @@ def plan(
         pool_kernels=PlannedValue(levels, _pooling_why(fp)),
         batch_size=batch,
         normalization=_normalization(fp),
-        steps_per_epoch=steps
-        or PlannedValue(None, "whole images: an epoch is one pass over the train cases"),
+        steps_per_epoch=steps,
         epochs=_epochs(fp, epoch_steps),
     )
 
@@ -365,7 +369,7 @@ def _normalization(fp: Fingerprint) -> PlannedValue[Normalization]:
     )
 
 
-def _steps(fp: Fingerprint, patch, batch: int, workers: int) -> PlannedValue[int]:
+def _steps(fp: Fingerprint, patch, batch: int, workers: int) -> PlannedValue[int | None]:
     need = -(-fp.train_voxels // (batch * math.prod(patch) * workers))
     value = min(max(need, 1), MAX_STEPS_PER_EPOCH)
     why = (
