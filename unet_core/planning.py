@@ -22,7 +22,8 @@ settings that each carry a one-line reason (`PlannedValue`). The rules, kept sma
 - steps per epoch: enough batches over all workers to draw the train voxels once,
   within [1, `MAX_STEPS_PER_EPOCH`]; epochs: enough to reach `STEPS_PER_CASE` optimizer
   steps per train case, within [`MIN_TOTAL_STEPS`, `MAX_TOTAL_STEPS`] steps and at most
-  `MAX_EPOCHS` epochs.
+  `MAX_EPOCHS` epochs; early-stopping patience: `PATIENCE_SHARE` of the epochs, at
+  least `MIN_PATIENCE` (short epochs must not stop training after a few dozen steps).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ MAX_STEPS_PER_EPOCH = 250  # nnU-Net's epoch length: keeps validation regular on
 STEPS_PER_CASE = 50  # optimizer steps per train case that the plan aims for in total
 MIN_TOTAL_STEPS, MAX_TOTAL_STEPS = 250, 25_000
 MAX_EPOCHS = 1000
+PATIENCE_SHARE, MIN_PATIENCE = 0.2, 10
 
 
 @dataclass(frozen=True)
@@ -186,6 +188,7 @@ class Plan:
     normalization: PlannedValue[Normalization]
     steps_per_epoch: PlannedValue[int | None]
     epochs: PlannedValue[int]
+    patience: PlannedValue[int]
 
     def settings(self) -> dict[str, PlannedValue[Any]]:
         """Dotted config key -> planned value (target spacing is not a training setting)."""
@@ -199,6 +202,7 @@ class Plan:
             "train.batch_size": self.batch_size,
             "train.steps_per_epoch": self.steps_per_epoch,
             "train.epochs": self.epochs,
+            "train.early_stopping.patience": self.patience,
         }
 
 
@@ -279,6 +283,7 @@ def plan(
         else _steps(fp, patch, batch.value, workers)
     )
     epoch_steps = steps.value or -(-fp.train_cases // (batch.value * workers))
+    epochs = _epochs(fp, epoch_steps)
     return Plan(
         fingerprint=fp,
         memory_bytes=memory_bytes,
@@ -294,7 +299,8 @@ def plan(
         batch_size=batch,
         normalization=_normalization(fp),
         steps_per_epoch=steps,
-        epochs=_epochs(fp, epoch_steps),
+        epochs=epochs,
+        patience=_patience(epochs.value),
     )
 
 
@@ -387,3 +393,9 @@ def _epochs(fp: Fingerprint, epoch_steps: int) -> PlannedValue[int]:
         f"[{MIN_TOTAL_STEPS}, {MAX_TOTAL_STEPS}]) at {epoch_steps} per epoch"
     )
     return PlannedValue(int(value), why)
+
+
+def _patience(epochs: int) -> PlannedValue[int]:
+    value = max(MIN_PATIENCE, math.ceil(PATIENCE_SHARE * epochs))
+    why = f"{PATIENCE_SHARE:.0%} of {epochs} epochs, at least {MIN_PATIENCE}"
+    return PlannedValue(value, why)

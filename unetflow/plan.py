@@ -173,23 +173,26 @@ def plan_yaml(cfg: ExperimentConfig, result: Plan, memory_why: str = "") -> str:
 
 def _commented(body: dict[str, Any], reasons: dict[str, str]) -> str:
     """YAML of `body`: a planned key on one line (flow style) with `# why` after it."""
-    lines: list[str] = []
-    for section, values in body.items():
-        if not isinstance(values, dict):
-            lines.append(yaml.safe_dump({section: values}, sort_keys=False).rstrip())
-            continue
-        lines.append(f"{section}:")
-        for key, value in values.items():
-            why = reasons.get(f"{section}.{key}")
-            if why is None:
-                text = yaml.safe_dump({key: value}, sort_keys=False).rstrip()
-                lines.extend("  " + line for line in text.splitlines())
-            else:
-                flow = yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False)
-                lines.append(
-                    f"  {key}: {flow.removesuffix(chr(10)).removesuffix('...').strip()}  # {why}"
-                )
-    return "\n".join(lines) + "\n"
+    return "\n".join(_lines(body, "", 0, reasons)) + "\n"
+
+
+def _lines(node: dict[str, Any], prefix: str, indent: int, reasons: dict[str, str]) -> list[str]:
+    pad, lines = "  " * indent, []
+    for key, value in node.items():
+        dotted = f"{prefix}{key}"
+        why = reasons.get(dotted)
+        if why is not None:
+            flow = yaml.safe_dump(value, default_flow_style=True, width=10**6, sort_keys=False)
+            lines.append(
+                f"{pad}{key}: {flow.removesuffix(chr(10)).removesuffix('...').strip()}  # {why}"
+            )
+        elif isinstance(value, dict) and any(r.startswith(f"{dotted}.") for r in reasons):
+            lines.append(f"{pad}{key}:")
+            lines.extend(_lines(value, f"{dotted}.", indent + 1, reasons))
+        else:
+            text = yaml.safe_dump({key: value}, sort_keys=False).rstrip()
+            lines.extend(pad + line for line in text.splitlines())
+    return lines
 
 
 def _json(value: Any) -> Any:

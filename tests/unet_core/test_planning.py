@@ -90,6 +90,7 @@ def test_epochs_grow_with_the_data_and_tiny_data_gets_a_small_plan() -> None:
     steps_large = large.epochs.value * math.ceil(600 / large.batch_size.value)
     assert steps_small < steps_large
     assert steps_small <= 300  # about 250 steps: seconds on a CPU for a tiny model
+    assert small.patience.value >= 10 and large.patience.value >= large.epochs.value // 5
 
 
 def test_ct_like_integers_get_a_ct_window_and_float_images_per_image() -> None:

@@ -51,6 +51,7 @@ def test_the_plan_yaml_round_trips_through_config(prepared_dir: Path, tmp_path: 
     commented = [line for line in text.splitlines() if "  # " in line]
     assert any(line.strip().startswith("batch_size:") for line in commented)
     assert any(line.strip().startswith("normalization:") for line in commented)
+    assert any(line.startswith("    patience:") for line in commented)  # nested: indented
     assert yaml.safe_load(text)["train"]["epochs"] == 3
 
 
