@@ -47,15 +47,17 @@ def user_settings(cfg: BaseModel, prefix: str = "") -> set[str]:
 def memory_budget(cfg: ExperimentConfig) -> tuple[int, str]:
     """Activation memory per worker, and where the number comes from.
 
-    A GPU the driver sees (with ``scaling.use_gpu``): `GPU_SHARE` of its memory. Else
+    A GPU the driver sees (with ``scaling.use_gpu``): `GPU_SHARE` of its memory (times
+    ``gpus_per_worker`` when workers share a GPU). Else
     `CPU_SHARE` of the available RAM split among the workers, at most `CPU_CAP` each.
     """
     import torch
 
     if cfg.scaling.use_gpu and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        budget = int(props.total_memory * GPU_SHARE)
-        return budget, f"{GPU_SHARE:.0%} of {props.name}'s {props.total_memory / 2**30:.0f} GiB"
+        share = GPU_SHARE * min(cfg.scaling.gpus_per_worker, 1.0)
+        budget = int(props.total_memory * share)
+        return budget, f"{share:.0%} of {props.name}'s {props.total_memory / 2**30:.0f} GiB"
     available = _available_ram()
     workers = cfg.scaling.num_workers
     budget = int(min(available * CPU_SHARE / workers, CPU_CAP))
