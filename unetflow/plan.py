@@ -55,7 +55,7 @@ def memory_budget(cfg: ExperimentConfig) -> tuple[int, str]:
 
     if cfg.scaling.use_gpu and torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        share = GPU_SHARE * min(cfg.scaling.gpus_per_worker, 1.0)
+        share = GPU_SHARE * min(cfg.scaling.gpus_per_worker or 1.0, 1.0)
         budget = int(props.total_memory * share)
         return budget, f"{share:.0%} of {props.name}'s {props.total_memory / 2**30:.0f} GiB"
     available = _available_ram()
