@@ -11,6 +11,7 @@ from prefect.runtime import deployment, flow_run
 
 from flows import quiet
 from unetflow import datasets, dvc_data, jobs, tracking
+from unetflow import plan as plans
 from unetflow.config import ExperimentConfig
 from unetflow.errors import UsageError
 from unetflow.training import TrainReport, train_and_register
@@ -72,7 +73,9 @@ def resolve_folder_data(
     """A raw images/ + masks/ `data.path` is prepared here (once per content) and versioned
     by its content hash, so the training cache sees an edited folder as new data; any
     other `data.path` keeps `data_version`."""
-    folder, version = datasets.resolve_for(Path(project_dir), config)
+    # Checked as it will train: with the settings the plan derives from the data.
+    planned_config = plans.planned(Path(project_dir), config)[0]
+    folder, version = datasets.resolve_for(Path(project_dir), planned_config)
     if version is None:
         if data_version is None:
             raise UsageError(f"data.path {config.data.path!r} has no data version; prepare it")

@@ -14,6 +14,7 @@ from typing import BinaryIO
 import torch
 from torch import nn
 
+from unet_core.data.normalization import Normalization, normalize_batch
 from unet_core.engine.checkpoint import save_checkpoint
 from unet_core.inference import logits_to_mask, predict_logits
 from unet_core.models import ModelConfig, create_model
@@ -21,7 +22,12 @@ from unet_core.models import ModelConfig, create_model
 
 @dataclass(frozen=True)
 class InferenceSpec:
-    """How to turn raw images into masks with this model."""
+    """How to turn raw images into masks with this model.
+
+    ``normalization`` and ``clip`` (with ``mean``/``std``) are the training's intensity
+    normalisation (`unet_core.data.normalization`); packages written before the modes
+    existed read as ``dataset``.
+    """
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -29,13 +35,20 @@ class InferenceSpec:
     threshold: float = 0.5
     patch: tuple[int, ...] | None = None  # sliding-window tile; None: whole image
     overlap: float = 0.5
+    normalization: str = "dataset"  # dataset | per_image | ct
+    clip: tuple[float, float] | None = None  # ct: the intensity window
+
+    @property
+    def norm(self) -> Normalization:
+        return Normalization.model_validate(
+            {"mode": self.normalization, "clip": self.clip, "mean": self.mean, "std": self.std}
+        )
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
-        """[B, C, *spatial] raw -> standardised with the training set's statistics."""
-        shape = (1, -1) + (1,) * (images.ndim - 2)
-        mean = torch.tensor(self.mean, dtype=images.dtype, device=images.device).view(shape)
-        std = torch.tensor(self.std, dtype=images.dtype, device=images.device).view(shape)
-        return (images - mean) / std
+        """[B, C, *spatial] raw -> float32, normalised exactly as in training (the same
+        numpy function; per_image mode uses each whole image's own statistics)."""
+        out = normalize_batch(images.detach().cpu().float().numpy(), self.norm)
+        return torch.from_numpy(out).to(images.device)
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__)
@@ -43,7 +56,7 @@ class InferenceSpec:
     @classmethod
     def from_json(cls, text: str) -> InferenceSpec:
         raw = json.loads(text)
-        for key in ("mean", "std", "patch"):
+        for key in ("mean", "std", "patch", "clip"):
             if raw.get(key) is not None:
                 raw[key] = tuple(raw[key])
         return cls(**raw)
@@ -71,7 +84,7 @@ class Segmenter:
         (`patch`, default the spec's tile) with Gaussian blending; `tta` averages flips.
         """
         device = next(self.model.parameters()).device
-        x = self.spec.normalize(images.to(device=device, dtype=torch.float32))
+        x = self.spec.normalize(images).to(device=device)
         return predict_logits(
             self.model, x, patch=patch or self.spec.patch, overlap=self.spec.overlap, tta=tta
         )

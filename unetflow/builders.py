@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from unet_core.augment import BatchAugmenter
 from unet_core.data import DataError, Manifest, PreparedDataset, read_manifest
+from unet_core.data.prepared import normalization_for
 from unet_core.data.streaming import PatchStream
 from unet_core.engine import Schedule, Trainer, build_optimizer
 from unet_core.engine.loop import autocast_dtype, memory_format, optimizer_steps
@@ -96,10 +97,15 @@ def make_loaders(
         # loop dead (and any lock it held), so loader workers are spawned instead.
         "multiprocessing_context": "spawn" if workers > 0 else None,
     }
-    val_set = PreparedDataset(data, "val", options=options, cache_mb=cfg.data.cache_mb / 2)
+    norm = cfg.data.normalization
+    val_set = PreparedDataset(
+        data, "val", options=options, cache_mb=cfg.data.cache_mb / 2, normalization=norm
+    )
     val_sampler = ShardSampler(len(val_set), rank, world_size)
     if cfg.data.patch_size is None:
-        train_set = PreparedDataset(data, "train", options=options, cache_mb=cfg.data.cache_mb)
+        train_set = PreparedDataset(
+            data, "train", options=options, cache_mb=cfg.data.cache_mb, normalization=norm
+        )
         if not train_set.manifest.uniform_shape:
             raise DataError(
                 train_set.store.root,
@@ -134,6 +140,7 @@ def patch_stream(
         world_size=world_size,
         cache_mb=cfg.data.cache_mb,
         options=options,
+        normalization=cfg.data.normalization,
     )
 
 
@@ -151,11 +158,18 @@ def sliding_window_infer(patch: tuple[int, ...]):
 
 
 def inference_spec(cfg: ExperimentConfig, manifest: Manifest) -> InferenceSpec:
-    """How the trained model turns raw images into masks: the training set's statistics
+    """How the trained model turns raw images into masks: the training's normalisation
     and the loss mode's decision rule (stored in checkpoints and model packages alike)."""
-    # A patch-trained model predicts whole cases through a sliding window of its patch.
-    patch = cfg.data.patch_size
-    return InferenceSpec(mean=manifest.mean, std=manifest.std, mode=cfg.loss.mode, patch=patch)
+    norm = normalization_for(manifest, cfg.data.normalization)
+    return InferenceSpec(
+        mean=norm.mean or manifest.mean,
+        std=norm.std or manifest.std,
+        mode=cfg.loss.mode,
+        # A patch-trained model predicts whole cases through a sliding window of its patch.
+        patch=cfg.data.patch_size,
+        normalization=norm.mode,
+        clip=norm.clip,
+    )
 
 
 def make_accumulator(

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from unet_core.augment import AugmentConfig
+from unet_core.data.normalization import Normalization
 from unet_core.data.streaming import FOREGROUND_FRACTION
 from unet_core.engine import OptimConfig, SchedulerConfig, TrainConfig
 from unet_core.losses import LossConfig
@@ -68,6 +69,11 @@ class DataConfig(_Frozen):
     )
     cache_mb: float = Field(
         256, gt=0, description="per-process LRU of decoded cases, MB (bounds worker memory)"
+    )
+    normalization: Normalization = Field(
+        Normalization(),
+        description="intensity normalisation: dataset (train mean/std), per_image, or ct "
+        "(clip window + foreground mean/std); the plan picks it from the data",
     )
 
 
@@ -150,6 +156,11 @@ class ExperimentConfig(_Frozen):
     model_config = ConfigDict(title="Experiment")
 
     name: str = Field("unet-seg", pattern=r"^[A-Za-z0-9_.-]+$", description="run name prefix")
+    plan: bool = Field(
+        True,
+        description="derive the settings this config leaves unset (patch, batch, depth, "
+        "pooling, normalisation, steps, epochs) from the data's fingerprint (unetflow plan)",
+    )
     data: DataConfig = Field(DataConfig(), description="data set and augmentation")
     # A value default, not a default_factory: the parameter schema (the UI form) shows it.
     model: ModelConfig = Field(DEFAULT_MODEL, description="architecture")
@@ -165,18 +176,21 @@ class ExperimentConfig(_Frozen):
         TrackingSettings(), description="MLflow experiment and registry"
     )
 
-    @field_validator("model", mode="before")
+    @field_validator("model", mode="wrap")
     @classmethod
-    def _model_from_preset(cls, value: Any) -> Any:
+    def _model_from_preset(cls, value: Any, handler: Any) -> Any:
         # YAML says `model: {preset: unet, depth: 3}`: start from the preset, then override.
         if isinstance(value, dict) and "preset" in value:
             overrides = {k: v for k, v in value.items() if k != "preset"}
-            return get_model_config(value["preset"], **overrides)
+            return handler(get_model_config(value["preset"], **overrides))
+        if not isinstance(value, dict):
+            return handler(value)
         # A partial section (`--set model.depth=2`) overrides the project's default model,
-        # not ModelConfig's class defaults (which would silently double its width).
-        if isinstance(value, dict):
-            return {**DEFAULT_MODEL.model_dump(exclude_unset=True), **value}
-        return value
+        # not ModelConfig's class defaults (which would silently double its width). Only
+        # the keys given count as set: the planner fills the others (`unetflow.plan`).
+        model = handler({**DEFAULT_MODEL.model_dump(exclude_unset=True), **value})
+        given = set(value) & set(ModelConfig.model_fields)
+        return ModelConfig.model_construct(_fields_set=given, **dict(model))
 
     @model_validator(mode="after")
     def _patch_fits_model(self) -> ExperimentConfig:
@@ -254,7 +268,7 @@ def load_config(
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of sections")
     for dotted, value in (overrides or {}).items():
-        _set_dotted(data, dotted, value)
+        set_dotted(data, dotted, value)
     return parse_config(data, source)
 
 
@@ -266,7 +280,8 @@ def yaml_problem(err: yaml.YAMLError) -> str:
     return f"not valid YAML: {problem}{where}"
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `section.key` in a nested dict, creating sections (refuses a value in the way)."""
     keys = dotted.split(".")
     if not all(keys):
         raise ConfigError(f"--set {dotted}: empty key part; use section.key, e.g. train.epochs")

@@ -208,10 +208,11 @@ def _check_prepared(
         check(where, manifest.cases, counts)
 
 
-def config_check(cfg: ExperimentConfig) -> DataCheck:
+def config_check(cfg: ExperimentConfig, planning: bool = False) -> DataCheck:
     """A `DataCheck` refusing data that `cfg` cannot train on: mask labels beyond what
     `loss.mode` / `model.out_channels` learn (0/255 masks are read as 0/1, so they pass
-    as binary), and cases of different shapes without `data.patch_size`."""
+    as binary), and cases of different shapes without `data.patch_size` (unless
+    `planning`: the plan sets a patch for such data)."""
     mode, out_channels = cfg.loss.mode, cfg.model.out_channels
 
     def check(where: Path | str, cases: Sequence[Case], counts: dict[str, int]) -> None:
@@ -231,7 +232,7 @@ def config_check(cfg: ExperimentConfig) -> DataCheck:
                 f"(labels 0..{out_channels - 1}); set model.out_channels: {top + 1}",
             )
         shapes = sorted({case.shape for case in cases})
-        if cfg.data.patch_size is None and len(shapes) > 1:
+        if cfg.data.patch_size is None and len(shapes) > 1 and not planning:
             raise DataError(
                 where,
                 f"images have different shapes {shapes[:3]}, so whole images cannot be "

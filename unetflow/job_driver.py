@@ -14,6 +14,7 @@ from pathlib import Path
 
 from unetflow.config import load_config
 from unetflow.datasets import resolve_for
+from unetflow.plan import planned
 from unetflow.training import train_and_register
 from unetflow.user_errors import USER_ERRORS
 
@@ -23,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     project = Path.cwd()
     try:
         cfg = load_config(config_path)
-        _, version = resolve_for(project, cfg)
+        # Checked as it will train: with what the plan derives from the data.
+        _, version = resolve_for(project, planned(project, cfg)[0])
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

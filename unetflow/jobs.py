@@ -130,7 +130,8 @@ def submit_training(
     sid = next_id(base_id, latest[0] if latest else None)
     with tempfile.TemporaryDirectory(prefix="unetflow-job-") as tmp:
         (Path(tmp) / JOB_CONFIG).write_text(
-            yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+            # Only what the user set: the job plans the rest on the cluster, for its devices.
+            yaml.safe_dump(cfg.model_dump(mode="json", exclude_unset=True), sort_keys=False)
         )
         env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
         jobs.submit_job(
@@ -155,10 +156,12 @@ def submit_for(
     task find the same job for the same inputs.
     """
     from unetflow.datasets import resolve_for
+    from unetflow.plan import planned
     from unetflow.training import run_name
 
     check_submittable(cfg)
-    _, version = resolve_for(project_dir, cfg)  # the data is checked here, not there
+    # The data is checked here, not there, as it will train (with the plan's settings).
+    _, version = resolve_for(project_dir, planned(project_dir, cfg)[0])
     return submit_training(cfg, f"unetflow-{run_name(cfg, version or '')}", say)
 
 

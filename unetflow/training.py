@@ -25,6 +25,7 @@ from unet_core.engine import CHECKPOINT_FILE, evaluate, load_checkpoint
 from unet_core.models import create_model
 from unet_core.package import load_package, save_package
 from unetflow import datasets, evaluation, plots, tracking
+from unetflow import plan as plans
 from unetflow.builders import inference_spec, make_accumulator
 from unetflow.config import ExperimentConfig, tracked_params
 from unetflow.ray_train import RayTrainOutcome, fit_with_ray
@@ -61,7 +62,8 @@ def evaluate_split(
     cfg: ExperimentConfig, weights: dict, data_dir: Path, split: str = "test"
 ) -> dict[str, float]:
     """Global metrics of `weights` on one split, in this process (plain forward pass)."""
-    return _evaluate(cfg, weights, PreparedDataset(data_dir, split), prefix=f"{split}_")
+    data = PreparedDataset(data_dir, split, normalization=cfg.data.normalization)
+    return _evaluate(cfg, weights, data, prefix=f"{split}_")
 
 
 def _evaluate(
@@ -97,7 +99,8 @@ def evaluate_test(
     predictions, so their metrics come from a plain forward pass (`evaluate_split`).
     """
     if cfg.loss.mode == "multilabel":
-        data = PreparedDataset(data_dir, "test")  # reads case by case; normalises per item
+        # Reads case by case; normalises per item as training did.
+        data = PreparedDataset(data_dir, "test", normalization=cfg.data.normalization)
         example = data.raw(0)[0][None]
         return SplitEvaluation(_evaluate(cfg, weights, data, prefix="test_"), None, example)
     segmenter = load_package(package)
@@ -117,6 +120,9 @@ def train_and_register(
     version becomes champion only when its test Dice reaches `tracking.min_dice`.
     """
     project_dir = project_dir.resolve()
+    # Settings the config leaves unset come from the data's fingerprint (plan: false: no).
+    requested = cfg
+    cfg, plan, memory_why = plans.planned(project_dir, cfg)
     # data.path may be a raw images/ + masks/ folder: prepared here, versioned by content.
     # Checked against the config here, before an MLflow run or a Ray worker exists.
     data_dir, folder_version = datasets.resolve_for(project_dir, cfg)
@@ -129,6 +135,9 @@ def train_and_register(
         experiment_id=experiment_id, run_name=name, tags=tags, log_system_metrics=True
     ) as run:
         _log_config(cfg)
+        if plan is not None:
+            plan_text = plans.plan_yaml(requested, plan, memory_why)
+            mlflow.log_text(tracking.redact(plan_text), plans.PLAN_ARTIFACT)
         tracking.log_dataset(data_dir, data_version)
         target = {"uri": mlflow.get_tracking_uri(), "run_id": run.info.run_id}
         outcome = fit_with_ray(cfg, data_dir, name, storage, tracking=target)

@@ -24,6 +24,14 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     add_project_arg(parser)
 
 
+def add_no_plan_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-plan",
+        action="store_true",
+        help="do not derive unset settings from the data (same as --set plan=false)",
+    )
+
+
 def add_project_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--project-dir",
@@ -49,4 +57,7 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace) -> ExperimentConfig:
-    return load_config(args.config, parse_overrides(args.set))
+    overrides = parse_overrides(args.set)
+    if getattr(args, "no_plan", False):
+        overrides["plan"] = False
+    return load_config(args.config, overrides)

@@ -16,6 +16,7 @@ from unetflow.user_errors import USER_ERRORS
 # Each module adds its subcommands with `register(subparsers)`.
 COMMAND_MODULES = (
     "unetflow_cli.run",
+    "unetflow_cli.plan",
     "unetflow_cli.predict",
     "unetflow_cli.deploy",
     "unetflow_cli.registry",

@@ -16,7 +16,8 @@ from unetflow.data_params import read_params
 from unetflow.datasets import FOLDER_VERSION, resolve_for
 from unetflow.dvc_data import PREPARED, parse_version
 from unetflow.errors import UsageError
-from unetflow_cli.common import add_config_args, config_from_args
+from unetflow.plan import planned
+from unetflow_cli.common import add_config_args, add_no_plan_arg, config_from_args
 
 if TYPE_CHECKING:
     from flows.outcomes import TrainOutcome
@@ -80,7 +81,8 @@ def check_inputs(cfg: ExperimentConfig, project_dir: Path) -> None:
                 )
         read_params(project_dir / "params.yaml")
         return
-    resolve_for(project_dir, cfg)
+    # Checked as it will train: with the settings the plan derives from the data.
+    resolve_for(project_dir, planned(project_dir, cfg)[0])
 
 
 def _run_flow(args: argparse.Namespace, pick: Callable[[Any, Any], tuple[Any, Any]]) -> int:
@@ -143,9 +145,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="the end-to-end pipeline: DVC data -> Ray Train -> MLflow")
     add_config_args(run)
+    add_no_plan_arg(run)
     run.set_defaults(func=cmd_run)
     train = sub.add_parser("train", help="train one config on the current data version")
     add_config_args(train)
+    add_no_plan_arg(train)
     train.add_argument(
         "--submit",
         action="store_true",

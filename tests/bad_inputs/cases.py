@@ -307,11 +307,12 @@ CASES: list[Case] = [
         ("case0", "one file per stem"),
     ),
     Case(
+        # With planning on, mixed shapes get a planned patch (tests/unetflow/test_plan.py).
         "mixed-image-shapes",
         broken(
             lambda raw: [_resized(f"{s}/case0.png", (20, 20))(raw) for s in ("images", "masks")]
         ),
-        TRAIN_RAW,
+        (*TRAIN_RAW, "--no-plan"),
         ("images", "different shapes"),
     ),
     Case("too-few-pairs", folder(3), TRAIN_RAW, ("raw", "empty val/test split", "at least 4")),
@@ -335,6 +336,13 @@ CASES: list[Case] = [
         ("train", *P, "--set", "data.path=nowhere"),
         ("nowhere", "does not exist"),
         True,
+    ),
+    Case("plan-data-missing", nothing, ("plan", "nowhere", *P), ("nowhere", "does not exist")),
+    Case(
+        "plan-corrupt-png",
+        broken(_corrupt("images/case1.png")),
+        ("plan", "raw", *P),
+        ("case1.png", "cannot read"),
     ),
     Case(
         "data-path-empty",

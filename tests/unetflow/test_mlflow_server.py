@@ -17,6 +17,7 @@ import yaml
 from mlflow import MlflowClient
 
 from unetflow.config import TrackingSettings, load_config, parse_config
+from unetflow.plan import planned
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -161,7 +162,8 @@ def test_lineage_prints_chain_and_reproduce_command(trained, capsys) -> None:
         f"git checkout {commit} && dvc pull data/prepared && unetflow train --config {config}"
         in out
     )
-    assert load_config(config) == parse_config(TINY)
+    # The logged config is the one trained: TINY plus what the plan set from the data.
+    assert load_config(config) == planned(root, parse_config(TINY))[0]
 
 
 def test_no_secret_reaches_mlflow(trained, tmp_path: Path) -> None:

@@ -88,3 +88,15 @@ def test_the_pyfunc_model_has_typed_predict() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "Add type hints" not in proc.stderr
+
+
+def test_the_plan_is_logged_and_its_values_are_the_runs_params(trained, tmp_path: Path) -> None:
+    report, client = trained
+    text = Path(client.download_artifacts(report.run_id, "plan.yaml", str(tmp_path))).read_text()
+    # TINY leaves the normalisation unset: planned from the float synthetic images.
+    line = next(line for line in text.splitlines() if line.strip().startswith("normalization:"))
+    assert "per_image" in line and "  # " in line and "not CT-like" in line
+    assert "batch_size: 4" in text and "batch_size: 4  #" not in text  # the user's, kept
+    params = client.get_run(report.run_id).data.params
+    assert params["data.normalization.mode"] == "per_image"
+    assert params["train.batch_size"] == "4"

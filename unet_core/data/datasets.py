@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from unet_core.data.folder import load_pair, scan_folder
-from unet_core.data.prepared import PreparedStore, normalize
+from unet_core.data.normalization import Normalization, normalize_image
+from unet_core.data.prepared import PreparedStore, normalization_for
 from unet_core.data.streaming import CaseCache
 
 Item = tuple[torch.Tensor, torch.Tensor]
@@ -27,11 +28,12 @@ class PreparedDataset(Dataset[Item]):
     Args:
         root: folder or URI written by `write_prepared` / `write_case` + `write_manifest`.
         split: ``"train"``, ``"val"`` or ``"test"`` (or any split the manifest lists).
-        normalize: subtract the train mean and divide by the train std, per channel.
+        normalize: apply `normalization` (default: the train split's mean and std).
         verify: check each case's content hash as it is read (raises `DataError`).
         options: fsspec storage options for a URI (None: endpoint from the environment).
         cache_mb: keep recently read cases decoded, up to this many MB (`CaseCache`);
             0 reads every item from storage.
+        normalization: intensity normalisation of `normalize` (None: dataset mode).
     """
 
     def __init__(
@@ -42,8 +44,10 @@ class PreparedDataset(Dataset[Item]):
         verify: bool = False,
         options: dict | None = None,
         cache_mb: float = 0,
+        normalization: Normalization | None = None,
     ) -> None:
         self.store = PreparedStore(root, options)
+        self.norm = normalization_for(self.store.manifest, normalization)
         self.cache = CaseCache(self.store, int(cache_mb * 2**20)) if cache_mb else None
         self.manifest = self.store.manifest
         self.stems = self.manifest.stems(split)
@@ -69,7 +73,7 @@ class PreparedDataset(Dataset[Item]):
     def __getitem__(self, index: int) -> Item:
         image, mask = self.raw(index)
         if self.normalize:
-            image = normalize(image, self.manifest)
+            image = normalize_image(image, self.norm)
         return torch.from_numpy(np.ascontiguousarray(image)), torch.from_numpy(
             mask.astype(np.int64)
         )

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from unet_core.data import store as st
 from unet_core.data.errors import DataError
+from unet_core.data.normalization import Normalization, normalize_batch, normalize_image
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 2
@@ -272,12 +273,32 @@ def verify_cases(
         data.load_case(stem, verify=True)
 
 
-def normalize(images: np.ndarray, manifest: Manifest) -> np.ndarray:
-    """``(images - mean) / std`` per channel as float32; images ``[..., C, *spatial]``."""
-    shape = (-1,) + (1,) * manifest.spatial_dims
-    mean = np.asarray(manifest.mean, dtype=np.float32).reshape(shape)
-    std = np.asarray(manifest.std, dtype=np.float32).reshape(shape)
-    return (images.astype(np.float32, copy=False) - mean) / std
+def normalization_for(manifest: Manifest, norm: Normalization | None = None) -> Normalization:
+    """``norm`` (default: dataset mode) with the train split's mean/std filled in where
+    its mode takes them from the data."""
+    norm = norm or Normalization()
+    if norm.mode == "dataset" and (norm.mean is None or norm.std is None):
+        return norm.model_copy(update={"mean": manifest.mean, "std": manifest.std})
+    return norm
+
+
+def case_stats(case: Case) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel ``(mean, std)`` of a whole case from its manifest sums (no read)."""
+    count = max(case.stats.count, 1)
+    mean = np.asarray(case.stats.sum, dtype=np.float64) / count
+    sq = np.asarray(case.stats.sum_sq, dtype=np.float64) / count
+    return mean, np.sqrt(np.maximum(sq - mean**2, 0.0))
+
+
+def normalize(
+    images: np.ndarray, manifest: Manifest, norm: Normalization | None = None
+) -> np.ndarray:
+    """Normalised float32 images ``[C, *spatial]`` or ``[N, C, *spatial]`` (whole
+    images); ``norm`` defaults to the train split's mean/std."""
+    norm = normalization_for(manifest, norm)
+    if images.ndim == manifest.spatial_dims + 1:
+        return normalize_image(images, norm)
+    return normalize_batch(images, norm)
 
 
 def load_split(

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from unet_core.data.prepared import Case, PreparedStore, normalize
+from unet_core.data.normalization import Normalization, normalize_image
+from unet_core.data.prepared import Case, PreparedStore, case_stats, normalization_for
 
 Item = tuple[torch.Tensor, torch.Tensor]
 Window = tuple[slice, ...]
@@ -92,6 +93,8 @@ class PatchStream(IterableDataset[Item]):
         rank, world_size: this process's place among data-parallel ranks.
         cache_mb: `CaseCache` budget per DataLoader worker process.
         options: fsspec storage options (None: endpoint from the environment).
+        normalization: intensity normalisation (None: the train split's mean/std); in
+            ``per_image`` mode a patch takes its whole case's statistics.
     """
 
     def __init__(
@@ -106,10 +109,12 @@ class PatchStream(IterableDataset[Item]):
         world_size: int = 1,
         cache_mb: float = 256,
         options: dict | None = None,
+        normalization: Normalization | None = None,
     ) -> None:
         if not 0.0 <= foreground_fraction <= 1.0:
             raise ValueError(f"foreground_fraction must be in [0, 1], got {foreground_fraction}")
         self.store = PreparedStore(root, options)
+        self.norm = normalization_for(self.store.manifest, normalization)
         self.cases = [self.store.case(s) for s in self.store.manifest.stems(split)]
         if not self.cases:
             raise ValueError(f"split {split!r} of {self.store.root} has no cases to draw from")
@@ -155,7 +160,8 @@ class PatchStream(IterableDataset[Item]):
         window = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
         cache = self._cache or CaseCache(self.store, self.cache_bytes)
         image, mask = cache.read(case, window)
-        image = normalize(np.asarray(image), self.store.manifest)
+        own = case_stats(case) if self.norm.mode == "per_image" else None
+        image = normalize_image(np.asarray(image), self.norm, own)
         pad = [(a - s, s + p - b) for s, a, b, p in zip(start, low, high, self.patch_size, strict=True)]
         if any(before or after for before, after in pad):
             image = np.pad(image, [(0, 0), *pad])

@@ -1,8 +1,9 @@
 """Shared encoder and the base class that fixes ``forward`` for every U-Net variant.
 
 A variant only implements `SegmentationModel.decode` (encoder features in, decoder
-features out); padding to a multiple of ``2**depth``, the 1x1 heads, cropping back to
-the input size and the deep-supervision contract live here once.
+features out); padding to a multiple of the total down-sampling per axis (``2**depth``
+without ``pool_kernels``), the 1x1 heads, cropping back to the input size and the
+deep-supervision contract live here once.
 """
 
 from __future__ import annotations
@@ -19,41 +20,46 @@ from unet_core.models.layers import conv, layer, make_block
 
 
 class Encoder(nn.Module):
-    """Contracting path: a block at level 0, then (2x max-pool -> block) per level.
+    """Contracting path: a block at level 0, then (max-pool -> block) per level.
 
+    Each pool uses that level's kernel (``config.kernels``, 2 on every axis by default).
     Shapes: [B, in_channels, *S] -> list of ``depth + 1`` features, level ``i`` is
-    [B, channels[i], *(S / 2**i)] (S must be a multiple of ``2**depth``).
+    [B, channels[i], *(S / level_factors[i])] (S a multiple of ``level_factors[-1]``).
     """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         widths = config.level_channels
-        self.pool = layer("max_pool", config.spatial_dims)(2)
+        pool = layer("max_pool", config.spatial_dims)
+        self.pools = nn.ModuleList(pool(kernel) for kernel in config.kernels)
         self.blocks = nn.ModuleList([make_block(config, config.in_channels, widths[0])])
         for i in range(1, config.depth + 1):
             self.blocks.append(make_block(config, widths[i - 1], widths[i]))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         features = [self.blocks[0](x)]
-        for block in self.blocks[1:]:
-            features.append(block(self.pool(features[-1])))
+        for pool, block in zip(self.pools, self.blocks[1:], strict=True):
+            features.append(block(pool(features[-1])))
         return features
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Zero-pad the end of every spatial dim of x [B, C, *S] up to a multiple of ``multiple``.
+def pad_to_multiple(x: torch.Tensor, multiple: int | tuple[int, ...]) -> torch.Tensor:
+    """Zero-pad the end of every spatial dim of x [B, C, *S] up to a multiple of
+    ``multiple`` (one for all dims, or one per dim).
 
     Padding only at the end keeps the input's content at the origin of every level,
-    so an output at level ``i`` is cropped back simply to ``ceil(S / 2**i)``. An input
-    no larger than ``multiple`` in every dim gets one extra block in its last dim.
+    so an output at level ``i`` is cropped back simply to ``ceil(S / factor_i)``. An
+    input no larger than ``multiple`` in every dim gets one extra block in its last dim.
     """
+    sizes = x.shape[2:]
+    multiples = (multiple,) * len(sizes) if isinstance(multiple, int) else multiple
     pads: list[int] = []
-    for size in reversed(x.shape[2:]):  # F.pad takes the last dim first
-        pads += [0, -size % multiple]
-    if all(s + p <= multiple for s, p in zip(reversed(x.shape[2:]), pads[1::2], strict=True)):
+    for size, m in zip(reversed(sizes), reversed(multiples), strict=True):  # last dim first
+        pads += [0, -size % m]
+    if all(s + p <= m for s, p, m in zip(sizes, pads[::-2], multiples, strict=True)):
         # A 1-voxel bottleneck breaks instance norm (and batch norm at batch size 1):
         # give the last dim one more block so the bottleneck has two voxels.
-        pads[1] += multiple
+        pads[1] += multiples[-1]
     return F.pad(x, pads) if any(pads) else x
 
 
@@ -105,13 +111,14 @@ class SegmentationModel(nn.Module):
             ``ceil(S / f)`` where ``f`` is its down-sampling factor.
         """
         size = tuple(x.shape[2:])
-        padded = pad_to_multiple(x, 2**self.config.depth)
+        padded = pad_to_multiple(x, self.config.level_factors[-1])
         decoded = self.decode(self.encoder(padded))
         wanted = len(self.heads) if self.training else 1
         outputs = []
         for head, feature in zip(self.heads[:wanted], decoded, strict=False):
-            factor = padded.shape[2] // feature.shape[2]
-            outputs.append(crop_to(head(feature), tuple(math.ceil(s / factor) for s in size)))
+            factors = [p // f for p, f in zip(padded.shape[2:], feature.shape[2:], strict=True)]
+            crop = tuple(math.ceil(s / f) for s, f in zip(size, factors, strict=True))
+            outputs.append(crop_to(head(feature), crop))
         if self.config.deep_supervision and self.training:
             return outputs
         return outputs[0]

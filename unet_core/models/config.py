@@ -23,7 +23,8 @@ class ModelConfig(BaseModel):
     """Architecture of one U-Net variant.
 
     Level ``i`` (0 = full resolution, ``depth`` = bottleneck) has ``channels[i]``
-    feature maps at ``1 / 2**i`` of the input size.
+    feature maps at ``1 / level_factors[i]`` of the input size per axis (``1 / 2**i``
+    without ``pool_kernels``).
 
     Example:
         >>> ModelConfig(depth=3, base_channels=16).level_channels
@@ -43,7 +44,12 @@ class ModelConfig(BaseModel):
     )
     in_channels: int = Field(1, ge=1, description="input image channels")
     out_channels: int = Field(1, ge=1, description="logit channels: classes, or 1 for binary")
-    depth: int = Field(4, ge=1, le=6, description="number of 2x down-sampling steps")
+    depth: int = Field(4, ge=1, le=6, description="number of down-sampling steps")
+    pool_kernels: tuple[tuple[int, ...], ...] | None = Field(
+        None,
+        description="per level (finest first), per spatial axis: 2 halves that axis, 1 "
+        "keeps it (anisotropic volumes pool their coarse axis later); none: 2 on every axis",
+    )
     base_channels: int = Field(32, ge=1, description="feature maps at full resolution")
     channel_multiplier: int = Field(2, ge=1, description="growth of feature maps per level")
     channels: tuple[int, ...] | None = Field(
@@ -75,6 +81,39 @@ class ModelConfig(BaseModel):
         if self.channels is not None:
             return self.channels
         return tuple(self.base_channels * self.channel_multiplier**i for i in range(self.depth + 1))
+
+    @property
+    def kernels(self) -> tuple[tuple[int, ...], ...]:
+        """Pooling kernel of each down-sampling step, per axis (length ``depth``)."""
+        if self.pool_kernels is not None:
+            return self.pool_kernels
+        return ((2,) * self.spatial_dims,) * self.depth
+
+    @property
+    def level_factors(self) -> tuple[tuple[int, ...], ...]:
+        """Down-sampling factor of each level per axis, finest (all 1) first."""
+        factors = [(1,) * self.spatial_dims]
+        for kernel in self.kernels:
+            factors.append(tuple(f * k for f, k in zip(factors[-1], kernel, strict=True)))
+        return tuple(factors)
+
+    @model_validator(mode="after")
+    def _check_pool_kernels(self) -> ModelConfig:
+        kernels = self.pool_kernels
+        if kernels is None:
+            return self
+        if len(kernels) != self.depth:
+            raise ValueError(
+                f"pool_kernels has {len(kernels)} levels but depth={self.depth}; give one "
+                f"kernel per down-sampling step or set depth={len(kernels)}"
+            )
+        for kernel in kernels:
+            if len(kernel) != self.spatial_dims or not set(kernel) <= {1, 2}:
+                raise ValueError(
+                    f"pool_kernels entry {list(kernel)} needs {self.spatial_dims} values of "
+                    "1 (keep the axis) or 2 (halve it)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _check_combination(self) -> ModelConfig:

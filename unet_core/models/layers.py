@@ -137,21 +137,25 @@ def make_block(config: ModelConfig, in_ch: int, out_ch: int) -> nn.Module:
 
 
 class Upsample(nn.Module):
-    """Double the spatial size and map ``in_ch`` to ``out_ch`` feature maps.
+    """Undo one pooling step (``kernel`` per axis, 2 by default) and map ``in_ch`` to
+    ``out_ch`` feature maps.
 
-    ``transpose``: a learned 2x2 stride-2 transposed conv (the original U-Net).
-    ``interpolate``: (bi|tri)linear 2x then a 1x1 conv, which avoids checkerboard
-    artefacts and has fewer parameters.
-    Shapes: [B, in_ch, *S] -> [B, out_ch, *(2 * S)].
+    ``transpose``: a learned transposed conv with kernel = stride = ``kernel`` (2x2 stride
+    2 in the original U-Net). ``interpolate``: (bi|tri)linear up-sampling then a 1x1
+    conv, which avoids checkerboard artefacts and has fewer parameters.
+    Shapes: [B, in_ch, *S] -> [B, out_ch, *(kernel * S)].
     """
 
-    def __init__(self, config: ModelConfig, in_ch: int, out_ch: int) -> None:
+    def __init__(
+        self, config: ModelConfig, in_ch: int, out_ch: int, kernel: tuple[int, ...] | None = None
+    ) -> None:
         super().__init__()
         self.mode = config.upsample
         self.linear_mode = _LINEAR_MODE[config.spatial_dims]
+        self.kernel = kernel or (2,) * config.spatial_dims
         if self.mode == "transpose":
             self.proj = layer("conv_transpose", config.spatial_dims)(
-                in_ch, out_ch, kernel_size=2, stride=2
+                in_ch, out_ch, kernel_size=self.kernel, stride=self.kernel
             )
         else:
             self.proj = conv(config, in_ch, out_ch, kernel=1, bias=True)
@@ -159,7 +163,8 @@ class Upsample(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "transpose":
             return self.proj(x)
-        x = F.interpolate(x, scale_factor=2.0, mode=self.linear_mode, align_corners=False)
+        scale = tuple(float(k) for k in self.kernel)
+        x = F.interpolate(x, scale_factor=scale, mode=self.linear_mode, align_corners=False)
         return self.proj(x)
 
 
@@ -169,15 +174,20 @@ class AttentionGate(nn.Module):
     ``alpha = sigmoid(psi(relu(W_x x + W_g g)))`` is computed at the gating signal's
     (coarser) resolution, as in the paper, then brought up to the skip's resolution.
 
-    Shapes: skip x [B, Cx, *S], gate g [B, Cg, *(S / 2)] ->
+    Shapes: skip x [B, Cx, *S], gate g [B, Cg, *(S / kernel)] ->
     (gated skip [B, Cx, *S], alpha [B, 1, *S] in [0, 1]).
     """
 
-    def __init__(self, config: ModelConfig, skip_ch: int, gate_ch: int) -> None:
+    def __init__(
+        self, config: ModelConfig, skip_ch: int, gate_ch: int, kernel: tuple[int, ...] | None = None
+    ) -> None:
         super().__init__()
         inter_ch = max(skip_ch // 2, 1)
-        # Stride-2 conv brings the skip down to the gate's grid (the paper's W_x).
-        self.w_x = layer("conv", config.spatial_dims)(skip_ch, inter_ch, 2, stride=2, bias=False)
+        kernel = kernel or (2,) * config.spatial_dims
+        # A strided conv brings the skip down to the gate's grid (the paper's W_x).
+        self.w_x = layer("conv", config.spatial_dims)(
+            skip_ch, inter_ch, kernel, stride=kernel, bias=False
+        )
         self.w_g = conv(config, gate_ch, inter_ch, kernel=1, bias=True)
         self.psi = conv(config, inter_ch, 1, kernel=1, bias=True)
         self.linear_mode = _LINEAR_MODE[config.spatial_dims]

@@ -19,14 +19,18 @@ from unet_core.models.layers import AttentionGate, Upsample, make_block
 class UpStage(nn.Module):
     """One decoder level: up-sample, (gate the skip), concatenate, block.
 
-    Shapes: x [B, C_{i+1}, *(S / 2)], skip [B, C_i, *S] -> [B, C_i, *S]; also
+    Shapes: x [B, C_{i+1}, *(S / kernel)], skip [B, C_i, *S] -> [B, C_i, *S]; also
     returns the attention coefficients [B, 1, *S] (None without gates).
     """
 
-    def __init__(self, config: ModelConfig, coarse_ch: int, fine_ch: int) -> None:
+    def __init__(
+        self, config: ModelConfig, coarse_ch: int, fine_ch: int, kernel: tuple[int, ...]
+    ) -> None:
         super().__init__()
-        self.up = Upsample(config, coarse_ch, fine_ch)
-        self.gate = AttentionGate(config, fine_ch, coarse_ch) if config.attention_gates else None
+        self.up = Upsample(config, coarse_ch, fine_ch, kernel)
+        self.gate = (
+            AttentionGate(config, fine_ch, coarse_ch, kernel) if config.attention_gates else None
+        )
         self.block = make_block(config, 2 * fine_ch, fine_ch)
 
     def forward(
@@ -56,7 +60,8 @@ class UNet(SegmentationModel):
         super().__init__(config)
         widths = config.level_channels
         self.stages = nn.ModuleList(
-            UpStage(config, widths[i + 1], widths[i]) for i in range(config.depth)
+            UpStage(config, widths[i + 1], widths[i], config.kernels[i])
+            for i in range(config.depth)
         )
         self.last_attention_maps: list[torch.Tensor] = []
         self._maps: list[torch.Tensor] = []
@@ -82,10 +87,10 @@ class UNet(SegmentationModel):
         """As `SegmentationModel.forward`; also records `last_attention_maps`."""
         out = super().forward(x)
         if not torch.compiler.is_compiling():
-            size = x.shape[2:]
+            size, factors = x.shape[2:], self.config.level_factors
             self.last_attention_maps = [
-                crop_to(alpha, tuple(math.ceil(s / 2**level) for s in size))
-                for level, alpha in enumerate(self._maps)
+                crop_to(alpha, tuple(math.ceil(s / f) for s, f in zip(size, scale, strict=True)))
+                for alpha, scale in zip(self._maps, factors, strict=False)
             ]
             self._maps = []
         return out

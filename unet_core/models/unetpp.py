@@ -30,7 +30,7 @@ class UNetPlusPlus(SegmentationModel):
         self.nodes = nn.ModuleDict()
         for j in range(1, config.depth + 1):
             for i in range(config.depth - j + 1):
-                self.ups[f"{i}_{j}"] = Upsample(config, widths[i + 1], widths[i])
+                self.ups[f"{i}_{j}"] = Upsample(config, widths[i + 1], widths[i], config.kernels[i])
                 # j earlier nodes of width C_i plus the up-sampled one below.
                 self.nodes[f"{i}_{j}"] = make_block(config, (j + 1) * widths[i], widths[i])
 
