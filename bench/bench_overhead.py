@@ -54,13 +54,13 @@ def timed(owner, name: str, totals: dict, key: str) -> None:
 
 def bare(cfg: ExperimentConfig, data_dir: Path, threads: int) -> dict[str, float]:
     """Seconds of `fit` in this process, and of validation within it."""
-    from unet_core.engine import Trainer, fit
+    from unet_core.engine import fit, loop
     from unetflow.builders import build_trainer
 
     torch.set_num_threads(threads)
     totals: dict[str, float] = {}
     trainer = build_trainer(cfg, data_dir, torch.device("cpu"))
-    timed(Trainer, "validate", totals, "validation")
+    timed(loop, "evaluate", totals, "validation")
     started = time.perf_counter()
     fit(trainer)
     totals["fit"] = time.perf_counter() - started
@@ -72,11 +72,11 @@ def bench_worker(payload: dict) -> None:
     import ray.train
 
     import unetflow.ray_train as rt
-    from unet_core.engine import Trainer
+    from unet_core.engine import loop
 
     torch.set_num_threads(int(os.environ["UNETFLOW_BENCH_THREADS"]))
     totals: dict[str, float] = {}
-    timed(Trainer, "validate", totals, "validation")
+    timed(loop, "evaluate", totals, "validation")
     timed(rt, "save_checkpoint", totals, "checkpoint")
     timed(rt, "fit", totals, "fit")
     timed(ray.train, "report", totals, "report")
@@ -104,7 +104,7 @@ def with_ray(cfg: ExperimentConfig, data_dir: Path, threads: int, root: Path) ->
                     out.write(f"{time.perf_counter() - started}\n")
 
     rt.train_worker, rt.EpochMetricsLogger = bench_worker, TimedLogger
-    uri = (root / "mlruns").as_uri()
+    uri = f"sqlite:///{root / 'mlflow.db'}"  # a local store, as `unetflow train` uses
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run() as run:
         started = time.perf_counter()
@@ -164,15 +164,19 @@ def row(name: str, epochs: int, a: dict, b: dict) -> str:
 def table(rows: list[str], threads: int, quick: bool) -> str:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     defaults = ExperimentConfig()
+    # getattr: the same script also measures the code before these settings existed.
+    val_every = getattr(defaults.train, "val_every", "1 (fixed)")
+    every_epochs = getattr(defaults.checkpoint, "every_epochs", "1 (fixed)")
+    every_minutes = getattr(defaults.checkpoint, "every_minutes", None)
     return "\n".join(
         [
             f"# Ray Train + tracking overhead per epoch on CPU{' (quick)' if quick else ''}",
             "",
             f"- {platform.machine()}, {os.cpu_count()} cores, load average {load}; "
             f"torch {torch.__version__}; {threads} thread(s) in both runs; 1 Ray worker",
-            f"- defaults: val_every {defaults.train.val_every}, checkpoint every "
-            f"{defaults.checkpoint.every_epochs} epochs / {defaults.checkpoint.every_minutes} "
-            "min (plus each new best and the last), MLflow to a local file store",
+            f"- defaults: val_every {val_every}, checkpoint every {every_epochs} epochs / "
+            f"{every_minutes} min (plus each new best and the last), MLflow to a local "
+            "SQLite store",
             "- seconds per epoch; Ray's compute = fit minus validation, report and checkpoint "
             "save; MLflow runs in Ray's controller (off the workers' path); overhead = (Ray "
             "fit - bare fit) / bare fit",
@@ -191,6 +195,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny data and model, 3 epochs")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the table goes")
+    parser.add_argument("--only", default="", help="data sizes whose name starts with this")
     args = parser.parse_args()
     from unetflow.ray_train import ensure_ray
 
@@ -199,7 +204,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         os.environ[TIMINGS] = tmp  # workers inherit the driver's environment (local Ray)
         ensure_ray()
-        for name, spec in (QUICK if args.quick else SIZES).items():
+        sizes = {
+            k: v for k, v in (QUICK if args.quick else SIZES).items() if k.startswith(args.only)
+        }
+        for name, spec in sizes.items():
             for stale in ("worker.json", "mlflow.txt"):
                 Path(tmp, stale).unlink(missing_ok=True)
             cfg, data_dir = setup(name, spec, Path(tmp))
