@@ -301,9 +301,11 @@ def fit_with_ray(
     )
     board = ProgressBoard.remote()
     trainer = torch_trainer(cfg, data_dir, run_config, progress=board)
-    with ProgressDisplay(board):
-        result = trainer.fit()
-    ray.kill(board)
+    try:
+        with ProgressDisplay(board):
+            result = trainer.fit()
+    finally:
+        ray.kill(board)
     best = result.get_best_checkpoint(metric=monitor.monitor, mode=monitor.mode)
     if best is None:
         raise RuntimeError(f"Ray run {run_name} reported no checkpoint; see its logs in {path}")
