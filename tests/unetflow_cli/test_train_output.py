@@ -16,7 +16,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_train_prints_one_progress_display_and_no_ray_report_lines(project_dir: Path) -> None:
-    sets = ["train.epochs=3", "scaling.num_workers=1", "model.base_channels=4", "model.depth=2"]
+    # val_every 2: epoch 1 neither validates nor checkpoints, so it reports nothing to Ray.
+    sets = ["train.epochs=3", "train.val_every=2", "scaling.num_workers=1"]
+    sets += ["model.base_channels=4", "model.depth=2"]
     proc = subprocess.run(
         [sys.executable, "-m", "unetflow_cli", "train", "--project-dir", str(project_dir)]
         + [arg for kv in sets for arg in ("--set", kv)],
