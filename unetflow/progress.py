@@ -12,6 +12,7 @@ import math
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import ray
@@ -67,10 +68,22 @@ class ProgressFeed:
 
 
 class ProgressDisplay:
-    """The driver's side: a context manager that draws the board until the run ends."""
+    """The driver's side: a context manager that draws the board until the run ends.
 
-    def __init__(self, board: Any, stream: TextIO | None = None) -> None:
-        self.board, self.stream = board, stream or sys.stderr
+    Args:
+        board: a `ProgressBoard` actor handle.
+        stream: where to draw (default stderr); a bar when it is a terminal.
+        read: returns the board's state (default: the actor's `read`; tests pass a fake).
+    """
+
+    def __init__(
+        self,
+        board: Any,
+        stream: TextIO | None = None,
+        read: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.stream = stream or sys.stderr
+        self.read = read or (lambda: ray.get(board.read.remote(), timeout=2 * POLL_S))
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
@@ -97,7 +110,7 @@ class ProgressDisplay:
 
     def _draw(self, final: bool) -> None:
         try:
-            state = ray.get(self.board.read.remote(), timeout=2 * POLL_S)
+            state = self.read()
         except Exception:  # a busy or gone board only delays the display
             return
         if "total" not in state or "step" not in state:
