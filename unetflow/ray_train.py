@@ -310,7 +310,13 @@ def fit_with_ray(
     if best is None:
         raise RuntimeError(f"Ray run {run_name} reported no checkpoint; see its logs in {path}")
     best_metrics = next(m for c, m in result.best_checkpoints if c.path == best.path)
-    history = (
-        result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
-    )
-    return RayTrainOutcome(run_name, storage_path, best, best_metrics, history)
+    return RayTrainOutcome(run_name, storage_path, best, best_metrics, _history(result))
+
+
+def _history(result: ray.train.Result) -> list[dict[str, Any]]:
+    """Every epoch's metrics, from the latest checkpoint: Ray Train V2 keeps the metrics
+    of checkpointed reports only, and epochs between checkpoints report nothing."""
+    if result.checkpoint is None:
+        return []
+    with result.checkpoint.as_directory() as folder:
+        return load_checkpoint(Path(folder) / CHECKPOINT_FILE)["history"]
