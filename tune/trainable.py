@@ -1,7 +1,8 @@
-"""The Tune trial: resolve the sampled config, train with the engine, report every epoch.
+"""The Tune trial: resolve the sampled config, train with the engine, report every
+validation (every `train.val_every` epochs; schedulers such as ASHA count reports).
 
 A single-worker trial trains in the trial process (`tune.trial.train_in_process`,
-reporting through `ray.tune.report` after every epoch). A trial whose config asks for
+reporting through `ray.tune.report` after every validation). A trial whose config asks for
 several workers (`scaling.num_workers > 1`) builds a Ray Train `TorchTrainer` inside the
 trial (Train V2: `Tuner(trainer)` is gone) and forwards its reports to Tune.
 """
@@ -104,6 +105,8 @@ def _report_callback(costs: dict[str, float]) -> Any:
 
     class _WithCosts(TuneReportCallback):
         def after_report(self, run_context: Any, metrics: list, checkpoint: Any) -> None:
+            if not metrics[0].get("validated", 1):
+                return  # a checkpoint between validations: nothing for a scheduler to judge
             super().after_report(run_context, [{**metrics[0], **costs}], checkpoint)
 
     return _WithCosts()

@@ -61,17 +61,19 @@ def train_in_process(
     report: EpochReport,
     resume: dict | None = None,
 ) -> None:
-    """Train in this process; after each epoch write a checkpoint and call `report`.
+    """Train in this process; after each validation write a checkpoint and call `report`.
 
     Args:
         costs: the model's cost metrics (`model_cost`), added to every epoch's report.
-        report: called after each epoch with the metrics and a temporary folder holding
+        report: called after each validated epoch with the metrics and a temporary folder holding
             that epoch's checkpoint (`CHECKPOINT_FILE`); the folder is removed after.
         resume: a checkpoint state to continue from (`load_checkpoint`).
     """
     trainer = build_trainer(cfg, data_dir, trial_device(cfg))
 
     def on_epoch_end(result: EpochResult, state: dict) -> None:
+        if not result.validated:
+            return  # Tune's schedulers judge validations; the next one carries a checkpoint
         metrics = {**result.metrics, **costs, "epoch": result.epoch}
         with tempfile.TemporaryDirectory() as tmp:
             save_checkpoint({**state, "config": cfg.model_dump_json()}, Path(tmp) / CHECKPOINT_FILE)

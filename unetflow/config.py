@@ -112,6 +112,18 @@ class CheckpointSettings(_Frozen):
         "multi-node cluster, where a local folder is refused",
     )
     num_to_keep: int = Field(2, ge=1, description="best checkpoints kept (the latest is kept too)")
+    every_epochs: int | None = Field(
+        5,
+        ge=1,
+        description="write a checkpoint every N epochs; none: only by time, new bests and "
+        "the last epoch (a new best and the last epoch are always written)",
+    )
+    every_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="also write one when this many minutes passed since the last; none: off. "
+        "A crash repeats at most one interval",
+    )
     max_failures: int = Field(
         2, ge=-1, description="worker-group restarts from the last checkpoint"
     )

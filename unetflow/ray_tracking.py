@@ -10,6 +10,7 @@ places on the driver's node, and logs rank 0's metrics there.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -18,7 +19,7 @@ from typing import Any
 from ray.train import UserCallback
 
 # Reported for checkpoint bookkeeping, not learning curves.
-NOT_LOGGED = frozenset({"epoch", "is_best"})
+NOT_LOGGED = frozenset({"epoch", "is_best", "validated"})
 MAX_PENDING = 10_000  # metrics kept through an outage (about 1000 epochs of 10 metrics)
 BATCH = 1000  # MLflow's log_batch limit on metrics per call
 
@@ -54,7 +55,9 @@ class EpochMetricsLogger(UserCallback):
 
         step, now = int(row.get("epoch", 0)), int(time.time() * 1000)
         for key, value in row.items():
-            if key not in NOT_LOGGED and isinstance(value, int | float):
+            # Not infinities: a checkpoint written between validations carries the
+            # monitored metric as -inf/inf only so that Ray ranks it last.
+            if key not in NOT_LOGGED and isinstance(value, int | float) and math.isfinite(value):
                 self.pending.append(Metric(key, float(value), now, step))
         del self.pending[:-MAX_PENDING]  # keep the newest through a long outage
 

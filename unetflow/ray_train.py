@@ -6,6 +6,8 @@ V2 requires. Rerunning with the same run name resumes from the latest checkpoint
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import sys
 import tempfile
@@ -16,11 +18,21 @@ from typing import Any
 import ray
 import ray.train
 import ray.train.torch
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+import torch
+import torch.distributed as dist
+from ray.train import (
+    CheckpointConfig,
+    CheckpointUploadMode,
+    FailureConfig,
+    LoggingConfig,
+    RunConfig,
+    ScalingConfig,
+)
 
 from unet_core.data import read_manifest, store
 from unet_core.engine import (
     CHECKPOINT_FILE,
+    CheckpointCadence,
     EpochResult,
     Hooks,
     fit,
@@ -30,8 +42,15 @@ from unet_core.engine import (
 from unetflow.builders import build_trainer, check_data, inference_spec
 from unetflow.config import ExperimentConfig, ScalingSettings
 from unetflow.errors import UsageError
+from unetflow.progress import ProgressBoard, ProgressDisplay, ProgressFeed
 from unetflow.ray_tracking import EpochMetricsLogger
 from unetflow.storage import is_remote, ray_storage
+
+HEALTH_CHECK_ENV = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"
+REPORT_POLL_S = "0.2"  # seconds between the controller's polls of the workers
+# Ray Train's own INFO lines (worker group started, model moved, each checkpoint created)
+# stay in its log files under the Ray session; the console shows its warnings and errors.
+QUIET = LoggingConfig(log_level="WARNING")
 
 
 @dataclass(frozen=True)
@@ -63,24 +82,67 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     )
 
 
-def _epoch_hook(cfg: ExperimentConfig, rank: int, extra: dict[str, str]) -> Hooks:
-    """Rank 0 prints and checkpoints; `extra` is stored in every checkpoint.
+def _epoch_hook(
+    cfg: ExperimentConfig,
+    rank: int,
+    extra: dict[str, str],
+    device: torch.device,
+    cadence: CheckpointCadence,
+    feed: ProgressFeed | None = None,
+) -> Hooks:
+    """Every rank reports validated and checkpointed epochs; rank 0 writes the checkpoints
+    (`checkpoint.every_epochs` / `every_minutes`, a new best and the last epoch always).
 
-    No worker talks to MLflow: the driver logs what the workers report
+    Epochs that neither validate nor checkpoint report nothing: each report waits for
+    every rank, and Ray Train's controller takes one report per worker per poll
+    (`RAY_TRAIN_HEALTH_CHECK_INTERVAL_S`), so a report every short epoch stalled
+    training. No worker talks to MLflow: the driver logs what the workers report
     (`ray_tracking.EpochMetricsLogger`).
     """
+    monitor = cfg.train.early_stopping
+    # Ray ranks every checkpoint by the monitored metric; one written on an epoch that
+    # did not validate ranks last (Ray logs an error for a checkpoint without the key).
+    unscored = {monitor.monitor: -math.inf if monitor.mode == "max" else math.inf}
+    timed = cfg.checkpoint.every_minutes is not None
 
     def on_epoch_end(result: EpochResult, state: dict) -> None:
+        if feed is not None:
+            feed.on_epoch_end(result)
+        # Wall clocks differ between ranks: rank 0 decides for all, or reports would
+        # not pair up across ranks.
+        checkpoint = (
+            _same_on_all_ranks(cadence.due(result), device) if timed else cadence.due(result)
+        )
+        if not (checkpoint or result.validated):
+            return
         metrics = {**result.metrics, "epoch": result.epoch, "is_best": int(result.improved)}
-        if rank != 0:
+        metrics["validated"] = int(result.validated)
+        if checkpoint and not result.validated:
+            metrics.update(unscored)
+        if rank != 0 or not checkpoint:
             ray.train.report(metrics, checkpoint=None)
             return
-        _print_progress(cfg, result)
-        with tempfile.TemporaryDirectory() as tmp:
-            save_checkpoint({**state, **extra}, Path(tmp) / CHECKPOINT_FILE)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        # Ray uploads the folder in a background thread, then deletes it: training goes
+        # on while the checkpoint travels to storage.
+        folder = tempfile.mkdtemp(prefix="unetflow-ckpt-")
+        save_checkpoint({**state, **extra}, Path(folder) / CHECKPOINT_FILE)
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(folder),
+            checkpoint_upload_mode=CheckpointUploadMode.ASYNC,
+        )
 
-    return Hooks(on_epoch_end=on_epoch_end)
+    return Hooks(on_epoch_end=on_epoch_end, on_step=feed.on_step if feed else None)
+
+
+def _same_on_all_ranks(flag: bool, device: torch.device) -> bool:
+    """Rank 0's `flag` on every rank (one tiny broadcast; NCCL needs a CUDA tensor)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    where = device if dist.get_backend() == "nccl" else torch.device("cpu")
+    value = torch.tensor([int(flag)], device=where)
+    dist.broadcast(value, src=0)
+    return bool(value.item())
 
 
 def require_shared_storage(storage_path: str, shared: bool = False, fix: str | None = None) -> None:
@@ -104,16 +166,6 @@ def require_shared_storage(storage_path: str, shared: bool = False, fix: str | N
             f"storage {storage_path!r} is a local folder, but the Ray cluster has {nodes} "
             f"nodes; {fix}"
         )
-
-
-def _print_progress(cfg: ExperimentConfig, result: EpochResult) -> None:
-    m = result.metrics
-    say(
-        f"epoch {result.epoch + 1}/{cfg.train.epochs} "
-        f"train_loss={m['train_loss']:.4f} val_loss={m.get('val_loss', float('nan')):.4f} "
-        f"val_dice={m['val_dice']:.4f} val_iou={m['val_iou']:.4f} "
-        f"({result.seconds:.1f}s{', best' if result.improved else ''})"
-    )
 
 
 def say(line: str) -> None:
@@ -146,15 +198,32 @@ def train_worker(payload: dict[str, Any]) -> None:
     data, options = payload["data_dir"], payload.get("data_options")
     trainer = build_trainer(cfg, data, device, rank, world, options)
     trainer.model = ray.train.torch.prepare_model(trainer.model)
-    trainer.hooks = _epoch_hook(cfg, rank, checkpoint_extras(cfg, data, options))
+    quiet_reports()
+    cadence = CheckpointCadence(cfg.checkpoint.every_epochs, cfg.checkpoint.every_minutes)
     resume = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt_dir:
             resume = load_checkpoint(Path(ckpt_dir) / CHECKPOINT_FILE, map_location=device)
+        cadence.resumed_at(resume["epoch"])
         if rank == 0:
             say(f"resuming after epoch {resume['epoch'] + 1} from {checkpoint.path}")
+    feed = None
+    if rank == 0 and payload.get("progress") is not None:
+        feed = ProgressFeed(payload["progress"], cfg.train.epochs, len(trainer.train_loader))
+        feed.started(0 if resume is None else resume["epoch"] + 1)
+    extra = checkpoint_extras(cfg, data, options)
+    trainer.hooks = _epoch_hook(cfg, rank, extra, device, cadence, feed)
     fit(trainer, resume)
+
+
+def quiet_reports() -> None:
+    """Keep Ray Train's per-report line (`Reporting training result ...`, one per worker
+    per report) at debug level: the driver's progress display shows what a person needs."""
+    from ray.train.v2._internal.execution import context
+
+    # Ray names that logger after its file, not its module.
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
 def scaling_config(scaling: ScalingSettings) -> ScalingConfig:
@@ -171,9 +240,17 @@ def scaling_config(scaling: ScalingSettings) -> ScalingConfig:
 
 
 def torch_trainer(
-    cfg: ExperimentConfig, data_dir: str | Path, run_config: RunConfig
+    cfg: ExperimentConfig, data_dir: str | Path, run_config: RunConfig, progress: Any = None
 ) -> ray.train.torch.TorchTrainer:
-    """A `TorchTrainer` whose workers run `train_worker` on `cfg` (training and Tune)."""
+    """A `TorchTrainer` whose workers run `train_worker` on `cfg` (training and Tune).
+
+    Args:
+        progress: a `ProgressBoard` actor that rank 0 posts its progress to; None: none.
+    """
+    # The controller takes one report per worker per poll, and a worker's next report
+    # waits for that: Ray's 2 s default made every short epoch last 2 s. Ray hands this
+    # variable on from the driver to the controller.
+    os.environ.setdefault(HEALTH_CHECK_ENV, REPORT_POLL_S)
     return ray.train.torch.TorchTrainer(
         train_worker,
         train_loop_config={
@@ -181,6 +258,7 @@ def torch_trainer(
             # Workers open the data themselves: a folder every node can read, or a URI.
             "data_dir": store.normalise(data_dir),
             "data_options": store.default_options(data_dir),
+            "progress": progress,
         },
         scaling_config=scaling_config(cfg.scaling),
         run_config=run_config,
@@ -217,16 +295,28 @@ def fit_with_ray(
             checkpoint_score_order=monitor.mode,
         ),
         failure_config=FailureConfig(max_failures=cfg.checkpoint.max_failures),
+        logging_config=QUIET,
         # Epoch metrics reach MLflow from the driver's controller, not from a worker.
         callbacks=[EpochMetricsLogger(tracking["uri"], tracking["run_id"])] if tracking else [],
     )
-    trainer = torch_trainer(cfg, data_dir, run_config)
-    result = trainer.fit()
+    board = ProgressBoard.remote()
+    trainer = torch_trainer(cfg, data_dir, run_config, progress=board)
+    try:
+        with ProgressDisplay(board):
+            result = trainer.fit()
+    finally:
+        ray.kill(board)
     best = result.get_best_checkpoint(metric=monitor.monitor, mode=monitor.mode)
     if best is None:
         raise RuntimeError(f"Ray run {run_name} reported no checkpoint; see its logs in {path}")
     best_metrics = next(m for c, m in result.best_checkpoints if c.path == best.path)
-    history = (
-        result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
-    )
-    return RayTrainOutcome(run_name, storage_path, best, best_metrics, history)
+    return RayTrainOutcome(run_name, storage_path, best, best_metrics, _history(result))
+
+
+def _history(result: ray.train.Result) -> list[dict[str, Any]]:
+    """Every epoch's metrics, from the latest checkpoint: Ray Train V2 keeps the metrics
+    of checkpointed reports only, and epochs between checkpoints report nothing."""
+    if result.checkpoint is None:
+        return []
+    with result.checkpoint.as_directory() as folder:
+        return load_checkpoint(Path(folder) / CHECKPOINT_FILE)["history"]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from unet_core.engine import fit
+from unet_core.engine import Hooks, fit
 from unetflow.builders import build_trainer, loader_workers, make_loaders
 from unetflow.config import parse_config
 from unetflow.data_params import DataParams
@@ -103,3 +103,27 @@ def test_compile_is_opt_in_and_checkpoints_keep_plain_keys(prepared_dir: Path) -
     compiled = build_trainer(_cfg(compile=True), prepared_dir, CPU)
     assert hasattr(compiled.model, "_orig_mod")  # torch.compile's wrapper
     assert list(unwrap(compiled.model).state_dict()) == list(plain.model.state_dict())
+
+
+def test_patch_schedule_runs_over_all_steps_and_ends_at_min_lr(prepared_dir: Path) -> None:
+    """Patch training with steps_per_epoch: the schedule spans epochs x steps (warm-up
+    included) and the last optimizer step leaves exactly min_lr_ratio * lr."""
+    cfg = parse_config(
+        {
+            "model": {"preset": "unet", "base_channels": 4, "depth": 2},
+            "data": {"patch_size": [16, 16]},
+            "train": {"epochs": 3, "batch_size": 2, "steps_per_epoch": 3, "val_every": 3},
+            "optim": {"lr": 0.01},
+            "scheduler": {"name": "cosine", "warmup_epochs": 0.5, "min_lr_ratio": 0.1},
+        }
+    )
+    trainer = build_trainer(cfg, prepared_dir, CPU)
+    lrs = []
+    trainer.hooks = Hooks(
+        on_step=lambda step, loss: lrs.append(trainer.optimizer.param_groups[0]["lr"])
+    )
+    trainer.cfg = trainer.cfg.model_copy(update={"log_every_steps": 1})
+    fit(trainer)
+    assert trainer.schedule.total_steps == trainer.schedule.step_count == 9
+    assert len(lrs) == 9 and min(lrs[:-1]) > 0.001
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.001, rel=1e-12)

@@ -1,5 +1,6 @@
 """Training engine: plain functions and small hooks, no orchestration imports."""
 
+from unet_core.engine.cadence import CheckpointCadence
 from unet_core.engine.checkpoint import (
     CHECKPOINT_FILE,
     capture_state,
@@ -26,12 +27,14 @@ from unet_core.engine.loop import (
     memory_format,
     optimizer_steps,
     train_one_epoch,
+    validates,
 )
 from unet_core.engine.optim import Schedule, build_optimizer
 
 __all__ = [
     "CHECKPOINT_FILE",
     "EPOCH_METRICS",
+    "CheckpointCadence",
     "EarlyStoppingConfig",
     "EpochResult",
     "FitResult",
@@ -53,4 +56,5 @@ __all__ = [
     "save_checkpoint",
     "train_one_epoch",
     "unwrap",
+    "validates",
 ]

@@ -73,7 +73,8 @@ def restore_state(trainer: Trainer, state: dict, result: FitResult) -> tuple[int
     result.best_metric, result.best_epoch = state["best_metric"], state["best_epoch"]
     for row in state["history"]:
         metrics = {k: v for k, v in row.items() if k != "epoch"}
-        result.history.append(EpochResult(row["epoch"], metrics, False, 0.0))
+        validated = any(key.startswith("val_") for key in metrics)
+        result.history.append(EpochResult(row["epoch"], metrics, False, 0.0, validated))
     return int(state["epoch"]) + 1, int(state["stale_epochs"])
 
 

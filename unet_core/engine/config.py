@@ -51,13 +51,17 @@ class SchedulerConfig(_Frozen):
     min_lr_ratio: float = Field(0.01, ge=0, le=1, description="final lr as a fraction of lr")
     poly_power: float = Field(0.9, gt=0, description="exponent of the poly schedule")
     plateau_patience: int = Field(
-        3, ge=1, description="plateau: epochs without improvement before the lr drops"
+        3, ge=1, description="plateau: validations without improvement before the lr drops"
     )
     plateau_factor: float = Field(0.5, gt=0, lt=1, description="plateau: lr multiplier per drop")
 
 
 class EarlyStoppingConfig(_Frozen):
-    """Stop when the monitored metric has not improved by min_delta for patience epochs."""
+    """Stop when the monitored metric has not improved by min_delta for patience validations.
+
+    Patience counts validations, not epochs: with `train.val_every: 5` and `patience: 10`
+    training stops after 50 epochs without improvement.
+    """
 
     model_config = ConfigDict(title="Early stopping")
 
@@ -68,7 +72,12 @@ class EarlyStoppingConfig(_Frozen):
         json_schema_extra={"enum": list(EPOCH_METRICS)},
     )
     mode: Literal["max", "min"] = Field("max", description="whether higher or lower is better")
-    patience: int = Field(10, ge=1, description="epochs without improvement before stopping")
+    patience: int = Field(
+        10,
+        ge=1,
+        description="validations without improvement before stopping (epochs when "
+        "train.val_every is 1)",
+    )
     min_delta: float = Field(0.0, ge=0, description="smallest change that counts as improvement")
 
     @field_validator("monitor")
@@ -119,6 +128,12 @@ class TrainConfig(_Frozen):
         ge=1,
         description="patch training: batches per worker per epoch; none: about one patch "
         "per train case per epoch over all workers",
+    )
+    val_every: int = Field(
+        1,
+        ge=1,
+        description="validate every N epochs (the last epoch always validates); early "
+        "stopping patience counts validations",
     )
     early_stopping: EarlyStoppingConfig = Field(
         EarlyStoppingConfig(), description="when to stop before the last epoch"

@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from unet_core.engine.checkpoint import capture_state, restore_state
-from unet_core.engine.config import TrainConfig
+from unet_core.engine.config import EarlyStoppingConfig, TrainConfig
 from unet_core.engine.optim import Schedule
 from unet_core.engine.results import EpochResult, FitResult
 
@@ -307,9 +307,10 @@ class Trainer:
     hooks: Hooks | None = None
     infer: Infer | None = None  # validation logits; None: model(images)
 
-    def one_epoch(self, epoch: int) -> dict[str, float]:
-        """Train one epoch, then validate; returns `train_*` and `val_*` metrics."""
-        for loader in (self.train_loader, self.val_loader):
+    def one_epoch(self, epoch: int, validate: bool = True) -> dict[str, float]:
+        """Train one epoch, then validate if asked; returns `train_*` (and `val_*`) metrics."""
+        loaders = (self.train_loader, self.val_loader) if validate else (self.train_loader,)
+        for loader in loaders:
             # A new shuffle (sampler) or new patches (streaming dataset) per epoch.
             for part in (getattr(loader, "sampler", None), getattr(loader, "dataset", None)):
                 if part is not None and hasattr(part, "set_epoch"):
@@ -330,23 +331,34 @@ class Trainer:
             augment=augment,
             hooks=self.hooks,
         )
-        metrics.update(
-            evaluate(
-                self.model,
-                self.val_loader,
-                self.accumulator,
-                device=self.device,
-                loss_fn=self.loss_fn,
-                amp=self.cfg.amp,
-                infer=self.infer,
-            )
-        )
+        if validate:
+            metrics.update(self.validate())
         metrics["lr"] = self.optimizer.param_groups[0]["lr"]
         return metrics
 
+    def validate(self) -> dict[str, float]:
+        """`val_*` metrics of the current model on the whole validation split."""
+        return evaluate(
+            self.model,
+            self.val_loader,
+            self.accumulator,
+            device=self.device,
+            loss_fn=self.loss_fn,
+            amp=self.cfg.amp,
+            infer=self.infer,
+        )
+
+
+def validates(epoch: int, cfg: TrainConfig) -> bool:
+    """Whether `epoch` (0-based) validates: every `cfg.val_every` epochs, and the last."""
+    return (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs
+
 
 def fit(trainer: Trainer, resume: dict | None = None) -> FitResult:
-    """Train for `trainer.cfg.epochs` epochs with early stopping.
+    """Train for `trainer.cfg.epochs` epochs, validating every `val_every`, with early
+    stopping (its patience counts validations).
+
+    `hooks.on_epoch_end` runs after every epoch, validated or not (`EpochResult.validated`).
 
     Args:
         resume: a checkpoint dict from `capture_state`; training continues after its
@@ -361,22 +373,34 @@ def fit(trainer: Trainer, resume: dict | None = None) -> FitResult:
             result.stopped_early = True  # a resumed run that had already stopped
             break
         started = time.perf_counter()
-        metrics = trainer.one_epoch(epoch)
-        value = _monitored(metrics, es.monitor)
-        improved = is_improvement(value, result.best_metric, es.mode, es.min_delta)
-        if improved:
-            result.best_metric, result.best_epoch, stale = value, epoch, 0
-        else:
-            stale += 1
-        trainer.schedule.epoch_end(value)
-        epoch_result = EpochResult(epoch, metrics, improved, time.perf_counter() - started)
+        validate = validates(epoch, trainer.cfg)
+        metrics = trainer.one_epoch(epoch, validate)
+        improved = False
+        if validate:
+            value = _monitored(metrics, es.monitor)
+            improved, stale = _score(result, epoch, value, stale, es)
+            trainer.schedule.epoch_end(value)
+        stop = es.enabled and stale >= es.patience
+        seconds = time.perf_counter() - started
+        last = stop or epoch + 1 == trainer.cfg.epochs
+        epoch_result = EpochResult(epoch, metrics, improved, seconds, validate, last)
         result.history.append(epoch_result)
         if trainer.hooks and trainer.hooks.on_epoch_end:
             trainer.hooks.on_epoch_end(epoch_result, capture_state(trainer, epoch, result, stale))
-        if es.enabled and stale >= es.patience:
+        if stop:
             result.stopped_early = True
             break
     return result
+
+
+def _score(
+    result: FitResult, epoch: int, value: float, stale: int, es: EarlyStoppingConfig
+) -> tuple[bool, int]:
+    """Whether a validation improved on the best (recorded in `result`); new stale count."""
+    if is_improvement(value, result.best_metric, es.mode, es.min_delta):
+        result.best_metric, result.best_epoch = value, epoch
+        return True, 0
+    return False, stale + 1
 
 
 def _monitored(metrics: dict[str, float], key: str) -> float:

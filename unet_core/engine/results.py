@@ -7,12 +7,15 @@ from dataclasses import dataclass, field
 
 @dataclass
 class EpochResult:
-    """What one epoch produced; `metrics` holds `train_*` and `val_*` keys."""
+    """What one epoch produced; `metrics` holds `train_*` keys, and `val_*` keys when the
+    epoch `validated` (every `TrainConfig.val_every` epochs and the last)."""
 
     epoch: int
     metrics: dict[str, float]
     improved: bool
     seconds: float
+    validated: bool = True
+    last: bool = False  # the run ends after this epoch (its last, or early stopping)
 
 
 @dataclass

@@ -1,0 +1,224 @@
+"""Where an epoch's wall time goes: the bare engine loop vs the same run on Ray Train
+with MLflow tracking, at default settings.
+
+Usage:
+    .venv/bin/python bench/bench_overhead.py [--quick] [--threads N] [--out FILE]
+
+For each data size, one config (the project defaults, fewer epochs) trains twice:
+
+1. bare: `build_trainer` + `unet_core.engine.fit` in this process, no hooks;
+2. Ray: `fit_with_ray` with 1 worker, the driver's progress display and MLflow tracking
+   to a local file store, exactly as `unetflow train` runs it.
+
+Inside the Ray worker the bench times `fit` and, within it, validation, `ray.train.report`
+and the checkpoint save; the controller's MLflow calls are timed in the controller. Both
+runs pin `torch.set_num_threads(--threads)`. Overhead = (Ray in-worker fit - bare fit) /
+bare fit; the fixed start-up (worker group, data open) is listed apart. Prints a markdown
+table and writes it to `bench/results/overhead_cpu.md` (or `--out`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import unetflow  # noqa: F401  (token auth on before ray is imported)
+from unetflow.config import ExperimentConfig, parse_config
+from unetflow.data_params import DataParams
+from unetflow.prepare import prepare
+
+RESULTS = Path(__file__).parent / "results" / "overhead_cpu.md"
+TIMINGS = "UNETFLOW_BENCH_TIMINGS"  # the folder where the worker and controller write
+
+
+def timed(owner, name: str, totals: dict, key: str) -> None:
+    """Wrap `owner.name` so that its wall seconds add up in `totals[key]`."""
+    inner = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            totals[key] = totals.get(key, 0.0) + time.perf_counter() - started
+
+    setattr(owner, name, wrapper)
+
+
+def bare(cfg: ExperimentConfig, data_dir: Path, threads: int) -> dict[str, float]:
+    """Seconds of `fit` in this process, and of validation within it."""
+    from unet_core.engine import fit, loop
+    from unetflow.builders import build_trainer
+
+    torch.set_num_threads(threads)
+    totals: dict[str, float] = {}
+    trainer = build_trainer(cfg, data_dir, torch.device("cpu"))
+    timed(loop, "evaluate", totals, "validation")
+    started = time.perf_counter()
+    fit(trainer)
+    totals["fit"] = time.perf_counter() - started
+    return totals
+
+
+def bench_worker(payload: dict) -> None:
+    """`train_worker` with timers around fit, validation, report and checkpoint save."""
+    import ray.train
+
+    import unetflow.ray_train as rt
+    from unet_core.engine import loop
+
+    torch.set_num_threads(int(os.environ["UNETFLOW_BENCH_THREADS"]))
+    totals: dict[str, float] = {}
+    timed(loop, "evaluate", totals, "validation")
+    timed(rt, "save_checkpoint", totals, "checkpoint")
+    timed(rt, "fit", totals, "fit")
+    timed(ray.train, "report", totals, "report")
+    started = time.perf_counter()
+    rt.train_worker(payload)
+    totals["in_worker"] = time.perf_counter() - started
+    if ray.train.get_context().get_world_rank() == 0:
+        (Path(os.environ[TIMINGS]) / "worker.json").write_text(json.dumps(totals))
+
+
+def with_ray(cfg: ExperimentConfig, data_dir: Path, threads: int, root: Path) -> dict:
+    """Seconds of the Ray run: fit() wall, in-worker parts, controller MLflow time."""
+    import mlflow
+
+    import unetflow.ray_train as rt
+    from unetflow.ray_tracking import EpochMetricsLogger
+
+    class TimedLogger(EpochMetricsLogger):
+        def flush(self) -> bool:
+            started = time.perf_counter()
+            try:
+                return super().flush()
+            finally:
+                with open(Path(os.environ[TIMINGS]) / "mlflow.txt", "a") as out:
+                    out.write(f"{time.perf_counter() - started}\n")
+
+    rt.train_worker, rt.EpochMetricsLogger = bench_worker, TimedLogger
+    uri = f"sqlite:///{root / 'mlflow.db'}"  # a local store, as `unetflow train` uses
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run() as run:
+        started = time.perf_counter()
+        tracking = {"uri": uri, "run_id": run.info.run_id}
+        rt.fit_with_ray(cfg, data_dir, f"bench-{time.time_ns()}", str(root / "ray"), tracking)
+        wall = time.perf_counter() - started
+    out = Path(os.environ[TIMINGS])
+    totals = json.loads((out / "worker.json").read_text())
+    flushes = (out / "mlflow.txt").read_text().split() if (out / "mlflow.txt").exists() else []
+    return {**totals, "mlflow": sum(map(float, flushes)), "wall": wall}
+
+
+# name: (images, shape, epochs, config overrides); the rest is the project's defaults.
+SIZES = {
+    "small: 12 tiles 128x128": (12, [128, 128], 30, {}),
+    "large: 64 cases 256x256": (64, [256, 256], 4, {}),
+}
+QUICK = {
+    "quick: 12 tiles 64x64": (
+        12,
+        [64, 64],
+        3,
+        {"model": {"preset": "unet", "base_channels": 4, "depth": 2}},
+    )
+}
+
+
+def setup(name: str, spec: tuple, root: Path) -> tuple[ExperimentConfig, Path]:
+    images, shape, epochs, overrides = spec
+    data = DataParams.model_validate(
+        {"synthetic": {"num_images": images, "shape": shape, "seed": 1}}
+    )
+    data_dir = root / name.split(":")[0] / "prepared"
+    prepare(data, data_dir)
+    cfg = parse_config({**overrides, "train": {"epochs": epochs}, "scaling": {"num_workers": 1}})
+    return cfg, data_dir
+
+
+def row(name: str, epochs: int, a: dict, b: dict) -> str:
+    """One markdown row: seconds per epoch of each part, overhead in percent."""
+    compute_a = a["fit"] - a.get("validation", 0.0)
+    ray_parts = b.get("validation", 0.0) + b.get("report", 0.0) + b.get("checkpoint", 0.0)
+    compute_b = b["fit"] - ray_parts
+    overhead = (b["fit"] - a["fit"]) / a["fit"] * 100
+    per = lambda s: f"{s / epochs:.3f}"  # noqa: E731
+    startup = b["wall"] - b["fit"]
+    return (
+        f"| {name} | bare | {per(a['fit'])} | {per(compute_a)} | {per(a.get('validation', 0))} "
+        f"| - | - | - | |\n"
+        f"| | Ray + MLflow | {per(b['fit'])} | {per(compute_b)} | "
+        f"{per(b.get('validation', 0))} | {per(b.get('report', 0))} | "
+        f"{per(b.get('checkpoint', 0))} | {per(b['mlflow'])} | **{overhead:+.1f}%** "
+        f"(start-up and end {startup:.0f} s once) |"
+    )
+
+
+def table(rows: list[str], threads: int, quick: bool) -> str:
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    defaults = ExperimentConfig()
+    # getattr: the same script also measures the code before these settings existed.
+    val_every = getattr(defaults.train, "val_every", "1 (fixed)")
+    every_epochs = getattr(defaults.checkpoint, "every_epochs", "1 (fixed)")
+    every_minutes = getattr(defaults.checkpoint, "every_minutes", None)
+    return "\n".join(
+        [
+            f"# Ray Train + tracking overhead per epoch on CPU{' (quick)' if quick else ''}",
+            "",
+            f"- {platform.machine()}, {os.cpu_count()} cores, load average {load}; "
+            f"torch {torch.__version__}; {threads} thread(s) in both runs; 1 Ray worker",
+            f"- defaults: val_every {val_every}, checkpoint every {every_epochs} epochs / "
+            f"{every_minutes} min (plus each new best and the last), MLflow to a local "
+            "SQLite store",
+            "- seconds per epoch; Ray's compute = fit minus validation, report and checkpoint "
+            "save; MLflow runs in Ray's controller (off the workers' path); overhead = (Ray "
+            "fit - bare fit) / bare fit",
+            "",
+            "| data | run | fit | compute | validation | report | checkpoint save | MLflow "
+            "| overhead |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---|",
+            *rows,
+            "",
+        ]
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny data and model, 3 epochs")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the table goes")
+    parser.add_argument("--only", default="", help="data sizes whose name starts with this")
+    args = parser.parse_args()
+    from unetflow.ray_train import ensure_ray
+
+    os.environ["UNETFLOW_BENCH_THREADS"] = str(args.threads)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
+        os.environ[TIMINGS] = tmp  # workers inherit the driver's environment (local Ray)
+        ensure_ray()
+        sizes = {
+            k: v for k, v in (QUICK if args.quick else SIZES).items() if k.startswith(args.only)
+        }
+        for name, spec in sizes.items():
+            for stale in ("worker.json", "mlflow.txt"):
+                Path(tmp, stale).unlink(missing_ok=True)
+            cfg, data_dir = setup(name, spec, Path(tmp))
+            a = bare(cfg, data_dir, args.threads)
+            b = with_ray(cfg, data_dir, args.threads, Path(tmp) / name.split(":")[0])
+            rows.append(row(name, cfg.train.epochs, a, b))
+    text = table(rows, args.threads, args.quick)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
