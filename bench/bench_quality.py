@@ -52,6 +52,7 @@ from unetflow.builders import build_trainer, inference_spec
 from unetflow.config import ExperimentConfig, load_config
 from unetflow.datasets import resolve_data
 from unetflow.evaluation import predict_split
+from unetflow.plan import planned
 
 PLATEAU_POINTS = 3  # the reference's plateau: mean Dice of its last this-many points
 SCORES_PER_BUDGET = 12  # score about this often per training budget
@@ -69,22 +70,17 @@ class SetSpec:
 
 
 def recipe_config(prepared_dir: Path) -> ExperimentConfig:
-    """The config `unetflow train --set data.path=FOLDER` trains on this prepared set.
-
-    The planner (`unetflow plan`) plugs in here once merged. Until then: the embedded
-    defaults plus only what the CLI refuses to run without (dims and channels of the
-    data; a patch size when the cases differ in shape).
-    """
+    """The config `unetflow train --set data.path=FOLDER` trains on this prepared set:
+    the embedded defaults, the data's dims and channels, and what `unetflow plan`
+    derives from the data's fingerprint for every other unset setting (the same
+    `planned` call as `train_and_register`)."""
     manifest = read_manifest(prepared_dir)
     overrides: dict[str, object] = {"data.path": str(prepared_dir)}
     if manifest.spatial_dims != 2:
         overrides["model.spatial_dims"] = manifest.spatial_dims
     if manifest.in_channels != 1:
         overrides["model.in_channels"] = manifest.in_channels
-    if not manifest.uniform_shape:
-        smallest = [min(c.shape[k] for c in manifest.cases) for k in range(manifest.spatial_dims)]
-        overrides["data.patch_size"] = [min(96, side) for side in smallest]
-    return load_config(None, overrides)
+    return planned(prepared_dir.parent, load_config(None, overrides))[0]
 
 
 def run_unetflow(prepared: Path, clock: TrainClock) -> list[tuple[float, float]]:
