@@ -52,6 +52,9 @@ def _print_result(
 def _flows():
     # Prefect's import is slow: only when a flow runs. No usage telemetry by default.
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The temporary server of a run without PREFECT_API_URL: 20 s is too short on a busy
+    # 2-core machine (the run then fails before it starts).
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     from flows import params, pipeline
 
     return params, pipeline

@@ -209,7 +209,9 @@ def test_logged_model_page_shows_the_best_epochs_metrics(
     """
     client, version = champion
     expected = _best_epoch_metrics(client, version.run_id)
-    model = client.get_logged_model(version.model_id)
+    # The run's logged model (the version's "Source Model"), from the run's outputs.
+    (output,) = client.get_run(version.run_id).outputs.model_outputs
+    model = client.get_logged_model(output.model_id)
     uri = stack.env()["MLFLOW_TRACKING_URI"]
     url = f"{uri}/#/experiments/{model.experiment_id}/models/{model.model_id}"
     with opened(browser, url, "mlflow-logged-model-metrics") as page:

@@ -95,10 +95,12 @@ def test_submitted_training_survives_the_submitter_and_rerun_attaches(
         os.killpg(first.pid, signal.SIGKILL)
         first.wait()
         time.sleep(2)
-        with pytest.MonkeyPatch.context() as mp:
-            for key, value in rc.env().items():
-                mp.setenv(key, value)
-            status = str(jobs.client().get_job_status(job_id).value)
+        # Asked from a fresh process: this one may hold another cluster's Ray token.
+        probe = "from ray.job_submission import JobSubmissionClient as C; import sys; "
+        probe += "print(C().get_job_status(sys.argv[1]).value)"
+        status = subprocess.run(
+            [sys.executable, "-c", probe, job_id], env=env, capture_output=True, text=True
+        ).stdout.strip()
         assert status in (*jobs.ACTIVE, "SUCCEEDED"), f"the job died with its submitter: {status}"
         rerun = subprocess.run(
             _argv(data_uri), env=env, cwd=workdir, capture_output=True, text=True, timeout=900
