@@ -54,6 +54,14 @@ class S3Endpoint:
         self.client().create_bucket(Bucket=name)
         return name
 
+    def upload_folder(self, folder: Path, bucket: str, prefix: str) -> str:
+        """Upload every file under `folder` to `bucket/prefix/...`; returns its s3:// URI."""
+        client = self.client()
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder)}")
+        return f"s3://{bucket}/{prefix}"
+
 
 @contextmanager
 def s3_server() -> Iterator[S3Endpoint]:

@@ -85,14 +85,6 @@ def test_3d_nifti_of_mixed_shapes_prepares_and_trains(tmp_path: Path) -> None:
     check_data(_cfg_3d(), data_dir)
 
 
-def _upload(folder: Path, s3, bucket: str, prefix: str) -> str:
-    client = s3.client()
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder)}")
-    return f"s3://{bucket}/{prefix}"
-
-
 def _history(data: str | Path) -> list[dict[str, float]]:
     cfg = parse_config(
         {
@@ -114,7 +106,7 @@ def test_same_seed_same_metrics_from_a_folder_and_from_s3(
         for key, value in s3.env().items():
             monkeypatch.setenv(key, value)
         s3.create_bucket("datasets")
-        uri = _upload(prepared_dir, s3, "datasets", "tiny/prepared")
+        uri = s3.upload_folder(prepared_dir, "datasets", "tiny/prepared")
         remote = _history(uri)
     assert remote == local and len(local) == 2
 

@@ -49,14 +49,6 @@ print("RESULT " + json.dumps({
 """
 
 
-def _upload(folder: Path, s3, bucket: str, prefix: str) -> str:
-    client = s3.client()
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder)}")
-    return f"s3://{bucket}/{prefix}"
-
-
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -99,7 +91,7 @@ def test_two_node_cluster_trains_from_s3_with_checkpoints_on_s3(
     with s3_server() as s3:
         s3.create_bucket("ckpt")
         s3.create_bucket("datasets")
-        data_uri = _upload(local, s3, "datasets", "tiny/prepared")
+        data_uri = s3.upload_folder(local, "datasets", "tiny/prepared")
         shutil.rmtree(local)  # no node can fall back on a local copy
         with ray_cluster({"trainer": 1}, {"trainer": 1}, cpus_per_node=1, env=s3.env()) as rc:
             env = {**os.environ, **s3.env(), **rc.env()}

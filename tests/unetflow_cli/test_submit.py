@@ -28,14 +28,6 @@ from unetflow.errors import UsageError
 VENV_BIN = str(Path(sys.executable).parent)
 
 
-def _upload(folder: Path, s3, bucket: str, prefix: str) -> str:
-    client = s3.client()
-    for path in sorted(folder.rglob("*")):
-        if path.is_file():
-            client.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(folder)}")
-    return f"s3://{bucket}/{prefix}"
-
-
 def _argv(data_uri: str) -> list[str]:
     sets = {
         "data.path": data_uri,
@@ -63,7 +55,7 @@ def test_submitted_training_survives_the_submitter_and_rerun_attaches(
         s3 = stack.enter_context(s3_server())
         for bucket in ("datasets", "ckpt", "mlflow"):
             s3.create_bucket(bucket)
-        data_uri = _upload(prepared_dir, s3, "datasets", "tiny/prepared")
+        data_uri = s3.upload_folder(prepared_dir, "datasets", "tiny/prepared")
         pg = stack.enter_context(postgres_server())
         store = create_database(pg, "mlflow").replace("postgresql://", "postgresql+psycopg://")
         uri = stack.enter_context(mlflow_server(store, "s3://mlflow/", env=s3.env()))
