@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 
 from unetflow.config import load_config
-from unetflow.datasets import resolve_for
-from unetflow.plan import planned
+from unetflow.tracking import TAG
 from unetflow.training import train_and_register
 from unetflow.user_errors import USER_ERRORS
 
@@ -23,14 +22,13 @@ def main(argv: list[str] | None = None) -> int:
     config_path, job_id = (argv if argv is not None else sys.argv[1:])[:2]
     project = Path.cwd()
     try:
-        cfg = load_config(config_path)
-        # Checked as it will train: with what the plan derives from the data.
-        _, version = resolve_for(project, planned(project, cfg)[0])
+        # Resolves the data and plans the config itself, before MLflow or Ray start.
+        report = train_and_register(load_config(config_path), project, "", {"ray_job_id": job_id})
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    report = train_and_register(cfg, project, version or "", {"ray_job_id": job_id})
     champion = " (champion)" if report.became_champion else ""
+    version = report.lineage.get(f"{TAG}data_version")
     print("=== unetflow job finished ===")
     print(f"data version:   {version}")
     print(
