@@ -23,14 +23,6 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module")
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness():
-        yield
-
-
 @pytest.fixture
 def embedded_tracking(monkeypatch):
     for var in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS"):
@@ -108,7 +100,13 @@ def test_train_flow_on_a_raw_folder_retrains_only_when_the_folder_changes(
 
     raw = raw_folder(project_dir, n=12)
     cfg = parse_config(
-        {**TINY, "name": "folder", "train": {"epochs": 1, "batch_size": 4}, "data": {"path": "raw"}}
+        {
+            **TINY,
+            "name": "folder",
+            "train": {"epochs": 1, "batch_size": 4},
+            "data": {"path": "raw"},
+            "scaling": {"num_workers": 1},  # about data versions, not data parallelism
+        }
     )
     params = TrainParams(config=cfg, project_dir=str(project_dir))
 

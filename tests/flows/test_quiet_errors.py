@@ -16,14 +16,6 @@ from unetflow.config import parse_config
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=300):  # a busy 2-core CI machine
-        yield
-
-
 class Collect(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)

@@ -19,14 +19,6 @@ TINY = {
 }
 
 
-@pytest.fixture(scope="module")
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness():
-        yield
-
-
 def test_tune_flow_returns_best_config_and_leaves_tables(
     project_dir: Path, prepared_dir: Path, prefect_harness, ray_local, monkeypatch
 ) -> None:

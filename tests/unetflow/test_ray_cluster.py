@@ -5,7 +5,6 @@ one training worker per node, the prepared data and the checkpoints only in an S
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,8 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.ray_cluster import ray_cluster
-from tests.support.s3 import s3_server
+from tests.support.cluster_session import ClusterSession
 from unet_core.engine import load_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -70,7 +68,7 @@ def _train_with_local_storage(env: dict[str, str], project: Path) -> subprocess.
 
 
 def test_two_node_cluster_trains_from_s3_with_checkpoints_on_s3(
-    prepared_dir: Path, tmp_path
+    cluster: ClusterSession, tmp_path
 ) -> None:
     cfg = {
         "name": "multinode",
@@ -86,52 +84,43 @@ def test_two_node_cluster_trains_from_s3_with_checkpoints_on_s3(
         },
         "checkpoint": {"storage_path": "s3://ckpt/runs", "max_failures": 0},
     }
-    local = tmp_path / "prepared"
-    shutil.copytree(prepared_dir, local)
-    with s3_server() as s3:
-        s3.create_bucket("ckpt")
-        s3.create_bucket("datasets")
-        data_uri = s3.upload_folder(local, "datasets", "tiny/prepared")
-        shutil.rmtree(local)  # no node can fall back on a local copy
-        with ray_cluster({"trainer": 1}, {"trainer": 1}, cpus_per_node=1, env=s3.env()) as rc:
-            env = {**os.environ, **s3.env(), **rc.env()}
-            refused = _train_with_local_storage(env, tmp_path / "local")
-            driver_dir = tmp_path / "driver"  # its own working folder
-            driver_dir.mkdir()
-            proc = subprocess.run(
-                [sys.executable, "-c", DRIVER, json.dumps(cfg), data_uri],
-                env={**env, "PYTHONPATH": str(REPO)},
-                cwd=driver_dir,
-                capture_output=True,
-                text=True,
-                timeout=420,
-            )
-        # Local checkpoint storage on 2 nodes: refused before any worker, with the fix.
-        assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
-        errors = [x for x in refused.stderr.splitlines() if x.startswith("error:")]
-        assert len(errors) == 1 and "checkpoint.storage_path: s3://" in errors[0], refused.stderr
-        assert "Traceback" not in refused.stderr
-        assert not list((tmp_path / "local").glob(".unetflow/ray_results/*"))
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-        result = json.loads(line.removeprefix("RESULT "))
-        assert result["cluster_nodes"] == 2
-        assert len(result["nodes"]) == 2, f"workers not spread over nodes: {result['nodes']}"
-        assert result["epochs"] == 2 and 0.0 <= result["best"]["val_dice"] <= 1.0
-        assert result["path"].startswith("ckpt/runs/multinode/")
-        assert result["logged_steps"] == [0, 1]  # every epoch, in the driver's SQLite store
+    s3, env = cluster.s3, cluster.env()
+    refused = _train_with_local_storage(env, tmp_path / "local")
+    driver_dir = tmp_path / "driver"  # its own working folder
+    driver_dir.mkdir()
+    # The data is only in the bucket: no node has a local copy to fall back on.
+    proc = subprocess.run(
+        [sys.executable, "-c", DRIVER, json.dumps(cfg), cluster.data_uri],
+        env={**env, "PYTHONPATH": str(REPO)},
+        cwd=driver_dir,
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
+    # Local checkpoint storage on 2 nodes: refused before any worker, with the fix.
+    assert refused.returncode == 2, refused.stdout[-2000:] + refused.stderr[-2000:]
+    errors = [x for x in refused.stderr.splitlines() if x.startswith("error:")]
+    assert len(errors) == 1 and "checkpoint.storage_path: s3://" in errors[0], refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not list((tmp_path / "local").glob(".unetflow/ray_results/*"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    result = json.loads(line.removeprefix("RESULT "))
+    assert result["cluster_nodes"] == 2
+    assert len(result["nodes"]) == 2, f"workers not spread over nodes: {result['nodes']}"
+    assert result["epochs"] == 2 and 0.0 <= result["best"]["val_dice"] <= 1.0
+    assert result["path"].startswith("ckpt/runs/multinode/")
+    assert result["logged_steps"] == [0, 1]  # every epoch, in the driver's SQLite store
 
-        keys = [
-            o["Key"]
-            for o in s3.client().list_objects_v2(Bucket="ckpt", Prefix="runs/multinode/")[
-                "Contents"
-            ]
-        ]
-        ckpts = sorted(k for k in keys if k.endswith("/checkpoint.pt"))
-        assert len(ckpts) == 2, keys  # one per epoch, both kept (num_to_keep=2)
-        best_key = result["path"].removeprefix("ckpt/") + "/checkpoint.pt"
-        local = tmp_path / "best.pt"
-        s3.client().download_file("ckpt", best_key, str(local))
-        state = load_checkpoint(local)  # weights_only=True
-        assert state["epoch"] == result["best"]["epoch"]
-        assert state["history"][-1]["val_dice"] == pytest.approx(result["best"]["val_dice"])
+    keys = [
+        o["Key"]
+        for o in s3.client().list_objects_v2(Bucket="ckpt", Prefix="runs/multinode/")["Contents"]
+    ]
+    ckpts = sorted(k for k in keys if k.endswith("/checkpoint.pt"))
+    assert len(ckpts) == 2, keys  # one per epoch, both kept (num_to_keep=2)
+    best_key = result["path"].removeprefix("ckpt/") + "/checkpoint.pt"
+    local = tmp_path / "best.pt"
+    s3.client().download_file("ckpt", best_key, str(local))
+    state = load_checkpoint(local)  # weights_only=True
+    assert state["epoch"] == result["best"]["epoch"]
+    assert state["history"][-1]["val_dice"] == pytest.approx(result["best"]["val_dice"])

@@ -12,15 +12,11 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 
-from tests.support.mlflow_server import mlflow_server
-from tests.support.postgres import create_database, postgres_server
-from tests.support.ray_cluster import ray_cluster
-from tests.support.s3 import s3_server
+from tests.support.cluster_session import ClusterSession
 from unetflow import jobs
 from unetflow.config import parse_config
 from unetflow.errors import UsageError
@@ -49,71 +45,60 @@ def _argv(data_uri: str) -> list[str]:
 @pytest.mark.integration
 @pytest.mark.timeout(1200)
 def test_submitted_training_survives_the_submitter_and_rerun_attaches(
-    tmp_path: Path, prepared_dir: Path
+    tmp_path: Path, cluster: ClusterSession
 ) -> None:
-    with ExitStack() as stack:
-        s3 = stack.enter_context(s3_server())
-        for bucket in ("datasets", "ckpt", "mlflow"):
-            s3.create_bucket(bucket)
-        data_uri = s3.upload_folder(prepared_dir, "datasets", "tiny/prepared")
-        pg = stack.enter_context(postgres_server())
-        store = create_database(pg, "mlflow").replace("postgresql://", "postgresql+psycopg://")
-        uri = stack.enter_context(mlflow_server(store, "s3://mlflow/", env=s3.env()))
-        # The nodes have S3 credentials and the project installed (`unetflow` on PATH),
-        # as a cluster image would; they share no folder with the submitter.
-        node_env = {**s3.env(), "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
-        rc = stack.enter_context(ray_cluster(env=node_env, cpus_per_node=2))
-        env = {**os.environ, **s3.env(), **rc.env(), "MLFLOW_TRACKING_URI": uri}
-        env.pop("PYTHONPATH", None)
-        workdir = tmp_path / "laptop"
-        workdir.mkdir()
-        first = subprocess.Popen(
-            _argv(data_uri),
-            env=env,
-            cwd=workdir,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        seen = []
-        for line in first.stdout:
-            seen.append(line)
-            if line.startswith("submitted Ray job"):
-                break
-        assert seen and seen[-1].startswith("submitted Ray job"), "".join(seen)[-3000:]
-        job_id = seen[-1].split()[3].rstrip(";")
-        # The laptop closes: the submitter dies while the job trains on the cluster.
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
-        time.sleep(2)
-        # Asked from a fresh process: this one may hold another cluster's Ray token.
-        probe = "from ray.job_submission import JobSubmissionClient as C; import sys; "
-        probe += "print(C().get_job_status(sys.argv[1]).value)"
-        status = subprocess.run(
-            [sys.executable, "-c", probe, job_id], env=env, capture_output=True, text=True
-        ).stdout.strip()
-        assert status in (*jobs.ACTIVE, "SUCCEEDED"), f"the job died with its submitter: {status}"
-        rerun = subprocess.run(
-            _argv(data_uri), env=env, cwd=workdir, capture_output=True, text=True, timeout=900
-        )
-        out = rerun.stdout + rerun.stderr
-        assert rerun.returncode == 0, out[-4000:]
-        assert f"attaching to Ray job {job_id}" in out
-        assert "=== unetflow job finished ===" in out  # the job's own summary, followed here
-        from mlflow import MlflowClient
+    data_uri, uri = cluster.data_uri, cluster.mlflow_uri
+    env = {**cluster.env(), "MLFLOW_TRACKING_URI": uri}
+    env.pop("PYTHONPATH", None)
+    workdir = tmp_path / "laptop"
+    workdir.mkdir()
+    first = subprocess.Popen(
+        _argv(data_uri),
+        env=env,
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    seen = []
+    for line in first.stdout:
+        seen.append(line)
+        if line.startswith("submitted Ray job"):
+            break
+    assert seen and seen[-1].startswith("submitted Ray job"), "".join(seen)[-3000:]
+    job_id = seen[-1].split()[3].rstrip(";")
+    # The laptop closes: the submitter dies while the job trains on the cluster.
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    time.sleep(2)
+    # Asked from a fresh process: this one may hold another cluster's Ray token.
+    probe = "from ray.job_submission import JobSubmissionClient as C; import sys; "
+    probe += "print(C().get_job_status(sys.argv[1]).value)"
+    status = subprocess.run(
+        [sys.executable, "-c", probe, job_id], env=env, capture_output=True, text=True
+    ).stdout.strip()
+    assert status in (*jobs.ACTIVE, "SUCCEEDED"), f"the job died with its submitter: {status}"
+    rerun = subprocess.run(
+        _argv(data_uri), env=env, cwd=workdir, capture_output=True, text=True, timeout=900
+    )
+    out = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0, out[-4000:]
+    assert f"attaching to Ray job {job_id}" in out
+    assert "=== unetflow job finished ===" in out  # the job's own summary, followed here
+    from mlflow import MlflowClient
 
-        client = MlflowClient(tracking_uri=uri)
-        runs = client.search_runs(
-            [e.experiment_id for e in client.search_experiments()], "attributes.status != ''"
-        )
-        trained = [r for r in runs if "val_dice" in r.data.metrics]
-        assert len(trained) == 1, [r.info.run_id for r in runs]  # one run, not two
-        assert trained[0].info.status == "FINISHED"
-        assert client.get_model_version_by_alias("unet-seg", "champion").run_id == (
-            trained[0].info.run_id
-        )
-        assert not list(workdir.rglob("*")), "the submitter wrote into its folder"
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "attributes.status != ''"
+    )
+    trained = [r for r in runs if "val_dice" in r.data.metrics]
+    assert len(trained) == 1, [r.info.run_id for r in runs]  # one run, not two
+    assert trained[0].info.status == "FINISHED"
+    assert client.get_model_version_by_alias("unet-seg", "champion").run_id == (
+        trained[0].info.run_id
+    )
+    assert not list(workdir.rglob("*")), "the submitter wrote into its folder"
 
 
 def test_submit_refuses_what_the_head_node_cannot_reach(monkeypatch) -> None:
