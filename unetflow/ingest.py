@@ -65,12 +65,13 @@ class RawCase:
 
 
 def _copy(src: Path, dest: Path) -> str:
-    """Copy in 1 MiB blocks, hashing on the way; returns the sha256."""
-    digest = hashlib.sha256()
+    """Copy through one reused 1 MiB buffer, hashing on the way; returns the sha256."""
+    digest, buffer = hashlib.sha256(), bytearray(MB)
+    view = memoryview(buffer)
     with src.open("rb") as fin, dest.open("wb") as fout:
-        for block in iter(lambda: fin.read(MB), b""):
-            digest.update(block)
-            fout.write(block)
+        while size := fin.readinto(buffer):
+            digest.update(view[:size])
+            fout.write(view[:size])
     return digest.hexdigest()
 
 
@@ -84,7 +85,7 @@ def _s3_source(uri: str, spatial_dims: int, threads: int) -> tuple[list[Pair], T
     """The pairs under `uri`, checked from the listing alone, and their download."""
     from unetflow import s3
 
-    client = s3.client(pool=2 * threads)
+    client = s3.client(pool=threads)
     bucket, prefix = s3.parse_uri(uri)
     base = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
     names: dict[str, list[str]] = {"images": [], "masks": []}
@@ -97,7 +98,9 @@ def _s3_source(uri: str, spatial_dims: int, threads: int) -> tuple[list[Pair], T
     masks = stems_of(names["masks"], spatial_dims, f"{root}/masks")
     check_pairs(images, masks, root, spatial_dims)
     pairs = [(stem, f"images/{images[stem]}", f"masks/{masks[stem]}") for stem in sorted(images)]
-    transfer = s3.transfer_config(concurrency=2)  # threads x 2 connections: the pool above
+    # One connection per thread; no per-object thread pools, which would each keep
+    # their own buffers and allocator arenas.
+    transfer = s3.transfer_config(threads=False)
 
     def fetch(rel: str, dest: Path) -> str:
         s3.download_file(client, bucket, base + rel, dest, transfer=transfer)

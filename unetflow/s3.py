@@ -91,15 +91,19 @@ def client(
     return boto3.client("s3", endpoint_url=endpoint_url(endpoint), config=config)
 
 
-def transfer_config(threshold_mb: int = 64, chunk_mb: int = 16, concurrency: int = 10) -> Any:
-    """Multipart above `threshold_mb`, in `chunk_mb` parts (S3 needs parts >= 5 MiB), with
-    up to `concurrency` parts of one object in flight."""
+def transfer_config(threshold_mb: int = 64, chunk_mb: int = 16, threads: bool = True) -> Any:
+    """Multipart above `threshold_mb`, in `chunk_mb` parts (S3 needs parts >= 5 MiB).
+
+    Args:
+        threads: move one object's parts on threads of its own; False moves them in the
+            calling thread, for callers that run many transfers on their own threads.
+    """
     from boto3.s3.transfer import TransferConfig
 
     return TransferConfig(
         multipart_threshold=threshold_mb * MB,
         multipart_chunksize=max(chunk_mb, 5) * MB,
-        max_concurrency=concurrency,
+        use_threads=threads,
     )
 
 

@@ -159,12 +159,9 @@ def read_manifest(root: st.Location, options: st.StorageOptions = None) -> Manif
 
 
 def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a local file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
+    """Hex sha256 of a local file, streamed through one reused buffer."""
     with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def content_sha256(image: np.ndarray, mask: np.ndarray) -> str:
