@@ -3,9 +3,10 @@
 Splits train/val/test deterministically by seed (whole groups per split when
 `data.split.group` is set, so one patient or scene never straddles two splits), then
 validates and writes the cases in parallel processes (`data.workers`), each holding one
-case at a time (no stage ever holds the data set: cases may differ in shape); normalisation statistics on the train split are pooled into the
-manifest, written last. Run by `dvc repro` as
-`python -m unetflow.prepare --params params.yaml --raw data/raw --out data/prepared`;
+case at a time (no stage holds the data set, and cases may differ in shape);
+normalisation statistics on the train split are pooled into the manifest, written last.
+`--out` is a folder or an `s3://bucket/prefix` (written there directly). Run by `dvc repro`
+as `python -m unetflow.prepare --params params.yaml --raw data/raw --out data/prepared`;
 without `--raw` it reads the source itself (the one-stage form of earlier versions).
 The `data` section of params.yaml is parsed in `unetflow.data_params`.
 """
@@ -13,6 +14,7 @@ The `data` section of params.yaml is parsed in `unetflow.data_params`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import re
 import shutil
@@ -29,8 +31,10 @@ from unet_core.data import (
     generate_synthetic,
     scan_folder,
     split_indices,
+    store,
     write_manifest,
 )
+from unet_core.data.prepared import MANIFEST
 from unetflow.data_params import DataParams, GroupParams, read_params
 from unetflow.errors import UsageError
 from unetflow.ingest import check_raw, ingest_into, write_meta
@@ -125,33 +129,55 @@ def _jobs(
     return jobs, split_stats(idx, groups)
 
 
+def _write(jobs: list[Job], where: str, params: DataParams, workers: int | None) -> None:
+    """Every case, then the manifest, which also drops cases an earlier write left."""
+    cases = run_jobs(jobs, where, workers or params.workers, params.chunks)
+    meta = {"source": params.source, "params": _provenance(params)}
+    write_manifest(where, cases, params.chunks, meta)
+
+
+def _write_remote(jobs: list[Job], uri: str, params: DataParams, workers: int | None) -> None:
+    """Straight into object storage, which has no rename: the old manifest goes first
+    and the new one last, so a prefix with a manifest always holds every case it lists
+    (a crash leaves no manifest, which readers refuse, and a rerun completes it)."""
+    with contextlib.suppress(FileNotFoundError):
+        store.remove_tree(store.join(uri, MANIFEST))
+    _write(jobs, store.normalise(uri), params, workers)
+
+
 def prepare(
     params: DataParams,
-    out: Path,
+    out: Path | str,
     raw: Path | None = None,
     params_file: Path | None = None,
     workers: int | None = None,
 ) -> None:
-    """Split the data set, write cases + manifest in a temp folder, move into place.
+    """Split the data set and write its cases + manifest to a folder or an `s3://` prefix.
 
     Args:
         params: the `data` section of params.yaml.
-        out: the prepared folder (replaced as a whole, never left half-written).
+        out: the prepared folder (built in a temp sibling and renamed into place, so never
+            half-written) or `s3://bucket/prefix` (endpoint from `AWS_ENDPOINT_URL`).
         raw: a folder written by the `ingest` stage; None reads the source directly.
         params_file: where `params` came from (error messages, relative CSV paths).
         workers: processes writing cases; None: `data.workers`.
     """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".prepare-", dir=out.parent) as tmp:
+    local = None if store.is_remote(out) else Path(out)
+    if local is not None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(
+        prefix=".prepare-", dir=local.parent if local is not None else None
+    ) as tmp:
         jobs, summary = _jobs(params, raw, params_file, Path(tmp))
-        staging = Path(tmp) / "prepared"
-        staging.mkdir()
-        cases = run_jobs(jobs, str(staging), workers or params.workers, params.chunks)
-        meta = {"source": params.source, "params": _provenance(params)}
-        write_manifest(staging, cases, params.chunks, meta)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)  # nothing half-written is ever left at `out`
+        if local is None:
+            _write_remote(jobs, str(out), params, workers)
+        else:
+            staging = Path(tmp) / "prepared"
+            staging.mkdir()
+            _write(jobs, str(staging), params, workers)
+            if local.exists():
+                shutil.rmtree(local)
+            staging.rename(local)  # nothing half-written is ever left at `out`
     print(f"prepared {len(jobs)} cases into {out}: {summary}")
 
 
@@ -159,13 +185,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--raw", type=Path, help="ingested raw data (default: read the source)")
-    parser.add_argument("--out", type=Path, default=Path("data/prepared"))
+    parser.add_argument(
+        "--out",
+        default="data/prepared",
+        help="a folder or s3://bucket/prefix (default: %(default)s)",
+    )
     parser.add_argument(
         "--workers", type=int, help="processes writing cases (default: data.workers)"
     )
     args = parser.parse_args(argv)
     try:
-        prepare(read_params(args.params), args.out, args.raw, args.params, args.workers)
+        out = args.out if store.is_remote(args.out) else Path(args.out)
+        prepare(read_params(args.params), out, args.raw, args.params, args.workers)
     except (DataError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

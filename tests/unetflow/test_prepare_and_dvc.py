@@ -233,7 +233,7 @@ def _folder_params(path: Path, uri: str, spatial_dims: int) -> Path:
 
 
 @pytest.mark.integration
-def test_ingest_streams_mixed_shape_nifti_from_s3_and_prepare_keeps_them(
+def test_mixed_shape_nifti_ingested_from_s3_prepare_locally_and_into_s3(
     s3_endpoint: S3Endpoint, tmp_path: Path
 ) -> None:
     geometry = _nifti_source(tmp_path / "src", 6)
@@ -256,6 +256,11 @@ def test_ingest_streams_mixed_shape_nifti_from_s3_and_prepare_keeps_them(
         shape, affine = geometry[case.stem]
         assert case.shape == shape and np.allclose(case.affine, affine)
         assert case.dtype == "<i2"
+
+    # Straight into the bucket: the same cases, so the same data version.
+    to_s3 = ["--params", str(params), "--raw", str(raw), "--workers", "1"]
+    assert prepare_main([*to_s3, "--out", "s3://sources/ct/prepared"]) == 0
+    assert read_manifest("s3://sources/ct/prepared").version() == manifest.version()
 
 
 MEASURE_INGEST = r"""
