@@ -51,6 +51,7 @@ bench: install  ## benchmarks print tables and write bench/results/
 	$(PY) bench/bench_augment.py --quick
 	$(PY) bench/bench_ray_train.py --quick
 	$(PY) bench/bench_inference.py --quick
+	$(PY) bench/bench_data.py --quick
 	$(PY) bench/bench_overhead.py
 	$(PY) bench/bench_tune.py --quick
 	$(PY) bench/bench_quality.py --quick --out bench/results/quality_cpu_quick.md

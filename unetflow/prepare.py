@@ -3,9 +3,10 @@
 Splits train/val/test deterministically by seed (whole groups per split when
 `data.split.group` is set, so one patient or scene never straddles two splits), then
 validates and writes the cases in parallel processes (`data.workers`), each holding one
-case at a time; normalisation statistics on the train split are pooled into the
-manifest, written last. Run by `dvc repro` as
-`python -m unetflow.prepare --params params.yaml --raw data/raw --out data/prepared`;
+case at a time (no stage holds the data set, and cases may differ in shape);
+normalisation statistics on the train split are pooled into the manifest, written last.
+`--out` is a folder or an `s3://bucket/prefix` (written there directly). Run by `dvc repro`
+as `python -m unetflow.prepare --params params.yaml --raw data/raw --out data/prepared`;
 without `--raw` it reads the source itself (the one-stage form of earlier versions).
 The `data` section of params.yaml is parsed in `unetflow.data_params`.
 """
@@ -13,20 +14,31 @@ The `data` section of params.yaml is parsed in `unetflow.data_params`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import re
 import shutil
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from unet_core.data import DataError, split_indices, write_manifest
+from unet_core.data import (
+    DataError,
+    Sample,
+    generate_synthetic,
+    scan_folder,
+    split_indices,
+    store,
+    write_manifest,
+)
+from unet_core.data.prepared import MANIFEST
 from unetflow.data_params import DataParams, GroupParams, read_params
 from unetflow.errors import UsageError
-from unetflow.ingest import check_raw, load_source
-from unetflow.prepare_cases import ArrayJob, Job, RawJob, run_jobs
+from unetflow.ingest import check_raw, ingest_into, write_meta
+from unetflow.prepare_cases import ArrayJob, FileJob, Job, RawJob, run_jobs
 
 
 def group_labels(group: GroupParams, stems: list[str], params_file: Path | None) -> list[str]:
@@ -78,53 +90,94 @@ def _provenance(params: DataParams) -> dict:
     return params.model_dump(mode="json", exclude=exclude)
 
 
-def _jobs(params: DataParams, raw: Path | None, params_file: Path | None) -> tuple[list, str]:
-    """One job per case, in split order, and the split summary line."""
+def _unsplit_jobs(params: DataParams, raw: Path | None, scratch: Path) -> list[Job]:
+    """One job per case (split not yet set), in stem order. An `s3://` source without
+    `raw` is ingested into `scratch` first; a local folder is read where it is."""
+    if raw is None and params.source == "folder" and params.folder.startswith("s3://"):
+        raw = scratch / "raw"
+        raw.mkdir()
+        write_meta(raw, ingest_into(params, raw), params)
     if raw is not None:
-        stems = list(check_raw(raw)["stems"])
-    else:
-        images, masks, stems = load_source(params)
+        return [
+            RawJob(
+                c.stem,
+                "",
+                Sample(c.stem, raw / c.image, raw / c.mask),
+                params.spatial_dims,
+                c.sha256,
+            )
+            for c in check_raw(raw)
+        ]
+    if params.source == "synthetic":
+        syn = params.synthetic
+        images, masks = generate_synthetic(syn.num_images, tuple(syn.shape), seed=syn.seed)
+        return [ArrayJob(f"synthetic-{i:05d}", "", images[i], masks[i]) for i in range(len(images))]
+    samples = scan_folder(params.folder, params.spatial_dims)
+    return [FileJob(s.stem, "", s, params.spatial_dims) for s in samples]
+
+
+def _jobs(
+    params: DataParams, raw: Path | None, params_file: Path | None, scratch: Path
+) -> tuple[list[Job], str]:
+    """One job per case, in split order, and the split summary line."""
+    unsplit = _unsplit_jobs(params, raw, scratch)
+    stems = [job.stem for job in unsplit]
     group = params.split.group
     groups = group_labels(group, stems, params_file) if group is not None else None
     idx = split_indices(len(stems), params.split.fractions, seed=params.split.seed, groups=groups)
-    jobs: list[Job] = []
-    for name, rows in idx.items():
-        for i in rows.tolist():
-            if raw is not None:
-                jobs.append(RawJob(stems[i], name, raw, i))
-            else:
-                jobs.append(ArrayJob(stems[i], name, images[i], masks[i]))
+    jobs = [replace(unsplit[i], split=name) for name, rows in idx.items() for i in rows.tolist()]
     return jobs, split_stats(idx, groups)
+
+
+def _write(jobs: list[Job], where: str, params: DataParams, workers: int | None) -> None:
+    """Every case, then the manifest, which also drops cases an earlier write left."""
+    cases = run_jobs(jobs, where, workers or params.workers, params.chunks)
+    meta = {"source": params.source, "params": _provenance(params)}
+    write_manifest(where, cases, params.chunks, meta)
+
+
+def _write_remote(jobs: list[Job], uri: str, params: DataParams, workers: int | None) -> None:
+    """Straight into object storage, which has no rename: the old manifest goes first
+    and the new one last, so a prefix with a manifest always holds every case it lists
+    (a crash leaves no manifest, which readers refuse, and a rerun completes it)."""
+    with contextlib.suppress(FileNotFoundError):
+        store.remove_tree(store.join(uri, MANIFEST))
+    _write(jobs, store.normalise(uri), params, workers)
 
 
 def prepare(
     params: DataParams,
-    out: Path,
+    out: Path | str,
     raw: Path | None = None,
     params_file: Path | None = None,
     workers: int | None = None,
 ) -> None:
-    """Split the raw data set, write cases + manifest in a temp folder, move into place.
+    """Split the data set and write its cases + manifest to a folder or an `s3://` prefix.
 
     Args:
         params: the `data` section of params.yaml.
-        out: the prepared folder (replaced as a whole, never left half-written).
+        out: the prepared folder (built in a temp sibling and renamed into place, so never
+            half-written) or `s3://bucket/prefix` (endpoint from `AWS_ENDPOINT_URL`).
         raw: a folder written by the `ingest` stage; None reads the source directly.
         params_file: where `params` came from (error messages, relative CSV paths).
         workers: processes writing cases; None: `data.workers`.
     """
-    jobs, summary = _jobs(params, raw, params_file)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".prepare-", dir=out.parent))
-    try:
-        cases = run_jobs(jobs, str(staging), workers or params.workers, params.chunks)
-        meta = {"source": params.source, "params": _provenance(params)}
-        write_manifest(staging, cases, params.chunks, meta)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)  # nothing half-written is ever left at `out`
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    local = None if store.is_remote(out) else Path(out)
+    if local is not None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(
+        prefix=".prepare-", dir=local.parent if local is not None else None
+    ) as tmp:
+        jobs, summary = _jobs(params, raw, params_file, Path(tmp))
+        if local is None:
+            _write_remote(jobs, str(out), params, workers)
+        else:
+            staging = Path(tmp) / "prepared"
+            staging.mkdir()
+            _write(jobs, str(staging), params, workers)
+            if local.exists():
+                shutil.rmtree(local)
+            staging.rename(local)  # nothing half-written is ever left at `out`
     print(f"prepared {len(jobs)} cases into {out}: {summary}")
 
 
@@ -132,13 +185,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--raw", type=Path, help="ingested raw data (default: read the source)")
-    parser.add_argument("--out", type=Path, default=Path("data/prepared"))
+    parser.add_argument(
+        "--out",
+        default="data/prepared",
+        help="a folder or s3://bucket/prefix (default: %(default)s)",
+    )
     parser.add_argument(
         "--workers", type=int, help="processes writing cases (default: data.workers)"
     )
     args = parser.parse_args(argv)
     try:
-        prepare(read_params(args.params), args.out, args.raw, args.params, args.workers)
+        out = args.out if store.is_remote(args.out) else Path(args.out)
+        prepare(read_params(args.params), out, args.raw, args.params, args.workers)
     except (DataError, UsageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """Prepare cases in parallel: each job reads one case, checks it and writes its arrays.
 
-A job names where its case comes from (two files of a folder, one row of the ingested
-raw area, or arrays already in memory); the worker process reads it, writes it with
+A job names where its case comes from (two files of a folder, the same from the ingested
+raw area with their recorded sha256, or arrays already in memory); the worker process reads it, writes it with
 `write_case` to a folder or straight to ``s3://bucket/prefix`` and returns the `Case`
 record. Peak memory is a few cases per process, whatever the size of the data set; the
 manifest is written last, by the caller.
@@ -14,11 +14,11 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from unet_core.data import Case, Sample, load_pair, read_geometry, write_case
+from unet_core.data import Case, DataError, Sample, load_pair, read_geometry, write_case
+from unet_core.data.prepared import sha256_file
 
 
 @dataclass(frozen=True)
@@ -39,17 +39,20 @@ class FileJob:
 
 @dataclass(frozen=True)
 class RawJob:
-    """Row `index` of the raw area's `images.npy` / `masks.npy`, memory-mapped."""
+    """One image/mask pair of the ingested raw area, checked against its recorded sha256."""
 
     stem: str
     split: str
-    raw: Path
-    index: int
+    sample: Sample
+    spatial_dims: int
+    sha256: tuple[str, str]  # of the image file and of the mask file, from raw.json
 
-    def load(self) -> tuple[np.ndarray, np.ndarray, None, None]:
-        images = np.load(self.raw / "images.npy", mmap_mode="r", allow_pickle=False)
-        masks = np.load(self.raw / "masks.npy", mmap_mode="r", allow_pickle=False)
-        return np.array(images[self.index]), np.array(masks[self.index]), None, None
+    def load(self) -> tuple[np.ndarray, np.ndarray, tuple[float, ...], np.ndarray]:
+        paths = (self.sample.image_path, self.sample.mask_path)
+        for path, digest in zip(paths, self.sha256, strict=True):
+            if sha256_file(path) != digest:
+                raise DataError(path, "sha256 differs from raw.json; re-run `dvc repro ingest`")
+        return FileJob(self.stem, self.split, self.sample, self.spatial_dims).load()
 
 
 @dataclass(frozen=True)

@@ -69,8 +69,14 @@ def endpoint_url(explicit: str | None = None) -> str | None:
     return explicit or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
 
 
-def client(endpoint: str | None = None, max_attempts: int = 5, mode: str = "standard") -> Any:
-    """An S3 client with botocore retries; credentials are resolved by boto3 as usual."""
+def client(
+    endpoint: str | None = None, max_attempts: int = 5, mode: str = "standard", pool: int = 10
+) -> Any:
+    """An S3 client with botocore retries; credentials are resolved by boto3 as usual.
+
+    Args:
+        pool: HTTP connections kept open: at least the threads that share the client.
+    """
     import boto3
 
     config = Config(
@@ -80,16 +86,24 @@ def client(endpoint: str | None = None, max_attempts: int = 5, mode: str = "stan
         # Checksums only when the operation needs one: S3-compatible stores differ here.
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
+        max_pool_connections=pool,
     )
     return boto3.client("s3", endpoint_url=endpoint_url(endpoint), config=config)
 
 
-def transfer_config(threshold_mb: int = 64, chunk_mb: int = 16) -> Any:
-    """Multipart above `threshold_mb`, in `chunk_mb` parts (S3 needs parts >= 5 MiB)."""
+def transfer_config(threshold_mb: int = 64, chunk_mb: int = 16, threads: bool = True) -> Any:
+    """Multipart above `threshold_mb`, in `chunk_mb` parts (S3 needs parts >= 5 MiB).
+
+    Args:
+        threads: move one object's parts on threads of its own; False moves them in the
+            calling thread, for callers that run many transfers on their own threads.
+    """
     from boto3.s3.transfer import TransferConfig
 
     return TransferConfig(
-        multipart_threshold=threshold_mb * MB, multipart_chunksize=max(chunk_mb, 5) * MB
+        multipart_threshold=threshold_mb * MB,
+        multipart_chunksize=max(chunk_mb, 5) * MB,
+        use_threads=threads,
     )
 
 

@@ -15,8 +15,10 @@ import pytest
 import torch
 
 from unet_core.data import DataError, read_array
+from unet_core.data.prepared import sha256_file
 from unet_core.engine import load_checkpoint
 from unet_core.package import load_package
+from unetflow.data_params import DataParams
 
 
 class Payload:
@@ -86,20 +88,31 @@ def test_npy_with_a_pickle_is_refused(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_raw_area_with_a_pickle_is_refused(tmp_path: Path) -> None:
-    """The DVC `ingest` stage's raw area: arrays that would unpickle are never loaded."""
-    import json
+def test_raw_area_with_a_pickle_is_refused(project_dir: Path, tmp_path: Path, capsys) -> None:
+    """The DVC `ingest` stage's raw area: an npy case that would unpickle is never loaded,
+    even with a matching sha256 in raw.json."""
+    from unetflow.ingest import RawCase, write_meta
+    from unetflow.prepare import main as prepare_main
 
-    from unet_core.data.prepared import sha256_file
-    from unetflow.ingest import RAW_META, read_raw
-
-    marker = tmp_path / "pwned"
+    raw, marker = tmp_path / "raw", tmp_path / "pwned"
     images = np.empty(1, dtype=object)
     images[0] = Payload(marker)
-    np.save(tmp_path / "images.npy", images, allow_pickle=True)
-    np.save(tmp_path / "masks.npy", np.zeros((1, 4, 4), np.uint8))
-    digests = {n: sha256_file(tmp_path / n) for n in ("images.npy", "masks.npy")}
-    (tmp_path / RAW_META).write_text(json.dumps({"sha256": digests, "stems": ["a"]}))
-    with pytest.raises(ValueError, match="allow_pickle"):
-        read_raw(tmp_path)
-    assert not marker.exists()
+    cases = []
+    for stem in ("a", "b", "c"):
+        for sub in ("images", "masks"):
+            (raw / sub).mkdir(parents=True, exist_ok=True)
+            np.save(
+                raw / sub / f"{stem}.npy",
+                images if stem == "b" else np.zeros((4, 4), np.uint8),
+                allow_pickle=True,
+            )
+        digests = (
+            sha256_file(raw / "images" / f"{stem}.npy"),
+            sha256_file(raw / "masks" / f"{stem}.npy"),
+        )
+        cases.append(RawCase(stem, f"images/{stem}.npy", f"masks/{stem}.npy", digests))
+    write_meta(raw, cases, DataParams())
+    args = ["--params", str(project_dir / "params.yaml"), "--raw", str(raw), "--workers", "1"]
+    assert prepare_main([*args, "--out", str(tmp_path / "out")]) == 2
+    assert "b.npy" in capsys.readouterr().err
+    assert not marker.exists() and not (tmp_path / "out").exists()

@@ -8,9 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-import yaml
 
 from tests.support.s3 import OutageProxy, S3Endpoint, s3_server
 from unetflow import s3
@@ -111,27 +109,3 @@ def test_download_gives_up_after_the_deadline_without_partial_files(
             s3.download_file(_client(proxy.url), "raw", "gone/f.bin", tmp_path / "f.bin", policy)
         assert proxy.refused > 0
     assert list(tmp_path.iterdir()) == []
-
-
-def test_ingest_reads_a_raw_folder_from_s3(endpoint: S3Endpoint, tmp_path: Path) -> None:
-    from unetflow.ingest import main as ingest_main
-    from unetflow.ingest import read_raw
-
-    cli = _client(endpoint.url)
-    rng = np.random.default_rng(0)
-    local = tmp_path / "src"
-    for sub in ("images", "masks"):
-        (local / sub).mkdir(parents=True)
-    for k in range(4):
-        np.save(local / "images" / f"case{k}.npy", rng.random((16, 16), dtype=np.float32))
-        np.save(local / "masks" / f"case{k}.npy", (rng.random((16, 16)) > 0.5).astype(np.uint8))
-    for path in sorted(local.rglob("*.npy")):
-        s3.upload_file(cli, path, "raw", f"cells/{path.relative_to(local)}")
-    params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"data": {"source": "folder", "folder": "s3://raw/cells"}}))
-
-    assert ingest_main(["--params", str(params), "--out", str(tmp_path / "raw")]) == 0
-    images, masks, stems = read_raw(tmp_path / "raw")
-    assert stems == ["case0", "case1", "case2", "case3"] and images.shape == (4, 1, 16, 16)
-    assert np.array_equal(masks[2], np.load(local / "masks" / "case2.npy"))
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith((".ingest", "unetflow-s3"))]

@@ -12,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,34 +82,74 @@ def _stem(path: Path) -> str:
     return path.name[: -len(file_extension(path)) - 1]
 
 
-def _list_files(folder: Path, spatial_dims: int) -> dict[str, Path]:
-    """Map stem -> path of the supported files in ``folder`` (hidden files are skipped)."""
-    if not folder.is_dir():
-        raise DataError(folder, "folder does not exist (expected images/ and masks/ side by side)")
-    files: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.is_dir():
+def _under(folder: str | Path, name: str) -> str | Path:
+    """`folder/name` for messages: a local path, or a URI such as ``s3://bucket/prefix``."""
+    return folder / name if isinstance(folder, Path) else f"{folder.rstrip('/')}/{name}"
+
+
+def stems_of(names: Iterable[str], spatial_dims: int, folder: str | Path) -> dict[str, str]:
+    """Map stem -> file name for the supported files among `names` (hidden ones skipped).
+
+    Args:
+        names: file names in `folder` (no sub-folders).
+        folder: where they are (a path or a URI), for the error messages.
+
+    Raises:
+        DataError: a 3D-only or unsupported extension, or two files with one stem.
+    """
+    files: dict[str, str] = {}
+    for name in sorted(names):
+        if name.startswith("."):
             continue
-        ext = file_extension(path)
+        ext = file_extension(Path(name))
         if ext in ("nii", "nii.gz") and spatial_dims == 2:
-            raise DataError(path, f"is a 3D format (.{ext}) but spatial_dims=2")
+            raise DataError(_under(folder, name), f"is a 3D format (.{ext}) but spatial_dims=2")
         if ext not in EXTENSIONS[spatial_dims]:
             raise DataError(
-                path,
+                _under(folder, name),
                 f"unsupported extension .{ext} for {spatial_dims}D; use one of {EXTENSIONS[spatial_dims]}",
             )
-        stem = _stem(path)
+        stem = _stem(Path(name))
         if stem in files:
             raise DataError(
-                path, f"stem {stem!r} also used by {files[stem].name}; keep one file per stem"
+                _under(folder, name), f"stem {stem!r} also used by {files[stem]}; keep one file per stem"
             )
-        files[stem] = path
+        files[stem] = name
     return files
+
+
+def _list_files(folder: Path, spatial_dims: int) -> dict[str, Path]:
+    """Map stem -> path of the supported files in ``folder``."""
+    if not folder.is_dir():
+        raise DataError(folder, "folder does not exist (expected images/ and masks/ side by side)")
+    names = [p.name for p in folder.iterdir() if not p.is_dir()]
+    return {stem: folder / name for stem, name in stems_of(names, spatial_dims, folder).items()}
 
 
 def _unpaired(stems: set[str], kind: str, other: str) -> str:
     shown = ", ".join(sorted(stems)[:5]) + (", ..." if len(stems) > 5 else "")
     return f"{len(stems)} {kind}(s) without a matching {other}: {shown}"
+
+
+def check_pairs(
+    images: Collection[str], masks: Collection[str], root: str | Path, spatial_dims: int
+) -> None:
+    """Every image stem has a mask stem and the other way round, and there are images.
+
+    Args:
+        root: the folder (or URI) holding ``images/`` and ``masks/``, for the messages.
+
+    Raises:
+        DataError: no images, an image without a mask or a mask without an image.
+    """
+    if not images:
+        raise DataError(
+            _under(root, "images"), f"no images found (extensions {EXTENSIONS[spatial_dims]})"
+        )
+    if missing := set(images) - set(masks):
+        raise DataError(_under(root, "masks"), _unpaired(missing, "image", "mask"))
+    if orphans := set(masks) - set(images):
+        raise DataError(_under(root, "images"), _unpaired(orphans, "mask", "image"))
 
 
 def scan_folder(root: str | Path, spatial_dims: int) -> list[Sample]:
@@ -132,12 +172,7 @@ def scan_folder(root: str | Path, spatial_dims: int) -> list[Sample]:
     root = Path(root)
     images = _list_files(root / "images", spatial_dims)
     masks = _list_files(root / "masks", spatial_dims)
-    if not images:
-        raise DataError(root / "images", f"no images found (extensions {EXTENSIONS[spatial_dims]})")
-    if missing := set(images) - set(masks):
-        raise DataError(root / "masks", _unpaired(missing, "image", "mask"))
-    if orphans := set(masks) - set(images):
-        raise DataError(root / "images", _unpaired(orphans, "mask", "image"))
+    check_pairs(images, masks, root, spatial_dims)
     return [Sample(stem, images[stem], masks[stem]) for stem in sorted(images)]
 
 

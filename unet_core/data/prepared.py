@@ -147,8 +147,14 @@ def read_manifest(root: st.Location, options: st.StorageOptions = None) -> Manif
     version = raw.get("format_version") if isinstance(raw, dict) else None
     if version == 1:
         raise DataError(path, f"is the old shard format (format_version 1); {REPREPARE}")
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise DataError(
+            path,
+            f"format_version {version} was written by a newer unetflow (this one reads "
+            f"{FORMAT_VERSION}); upgrade unetflow, or {REPREPARE}",
+        )
     if version != FORMAT_VERSION:
-        raise DataError(path, f"format_version {version}, this code reads {FORMAT_VERSION}")
+        raise DataError(path, f"format_version {version} is not {FORMAT_VERSION}; {REPREPARE}")
     try:
         return Manifest.model_validate(raw)
     except ValidationError as err:
@@ -159,12 +165,9 @@ def read_manifest(root: st.Location, options: st.StorageOptions = None) -> Manif
 
 
 def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a local file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
+    """Hex sha256 of a local file, streamed through one reused buffer."""
     with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def content_sha256(image: np.ndarray, mask: np.ndarray) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from scipy.ndimage import gaussian_filter
 
 Range = tuple[float, float]
 
@@ -93,9 +92,18 @@ def preset(name: str) -> dict[str, object]:
     return dict(PRESETS[name])
 
 
+def _gaussian(array: np.ndarray, sigma: float) -> np.ndarray:
+    # Imported here: scipy.ndimage takes longer to import than the rest of this package,
+    # and the processes that only read or write prepared cases (each spawned prep worker,
+    # every DVC stage) never generate data.
+    from scipy.ndimage import gaussian_filter
+
+    return gaussian_filter(array, sigma)
+
+
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
     """Unit-std Gaussian-filtered white noise."""
-    field = gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma)
+    field = _gaussian(rng.standard_normal(shape, dtype=np.float32), sigma)
     return field / max(float(field.std()), 1e-6)
 
 
@@ -169,7 +177,7 @@ def _one_image(
         coarse = _smooth_noise(rng, shape, sigma=0.03 * min(shape) + 1.0)
         image = image + np.where(mask, 0.0, cfg.background_texture * coarse)
     image = image * _illumination(rng, coords, rng.uniform(0, cfg.inhomogeneity))
-    image = gaussian_filter(image.astype(np.float32), rng.uniform(*cfg.blur_sigma))
+    image = _gaussian(image.astype(np.float32), rng.uniform(*cfg.blur_sigma))
     if cfg.photons > 0:  # shot noise: brighter pixels are noisier, as on a camera
         image = rng.poisson(np.clip(image, 0, None) * cfg.photons) / cfg.photons
     image = image + rng.uniform(*cfg.noise_std) * rng.standard_normal(shape, dtype=np.float32)

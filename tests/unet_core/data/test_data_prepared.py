@@ -170,10 +170,15 @@ def test_manifest_errors(tmp_path: Path, arrays: tuple) -> None:
         read_manifest(tmp_path)
 
 
-def test_old_shard_format_says_how_to_reprepare(tmp_path: Path) -> None:
-    old = {"format_version": 1, "spatial_dims": 2, "splits": {"train": []}}
+@pytest.mark.parametrize(
+    ("version", "says"), [(1, "old shard format"), (None, "None is not 2"), (3, "newer unetflow")]
+)
+def test_other_format_versions_say_how_to_reprepare(
+    tmp_path: Path, version: int | None, says: str
+) -> None:
+    old = {"format_version": version, "spatial_dims": 2, "splits": {"train": []}}
     (tmp_path / "manifest.json").write_text(json.dumps(old))
-    with pytest.raises(DataError, match=r"old shard format.*unetflow data prepare.*dvc repro"):
+    with pytest.raises(DataError, match=rf"{says}.*unetflow data prepare.*dvc repro"):
         read_manifest(tmp_path)
 
 
