@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
 import torch
 from torch import nn
 
 from unet_core.data.normalization import Normalization, normalize_batch
+from unet_core.data.resample import resample_image, resample_mask, same_spacing
 from unet_core.engine.checkpoint import save_checkpoint
 from unet_core.inference import logits_to_mask, predict_logits
 from unet_core.models import ModelConfig, create_model
@@ -37,6 +39,9 @@ class InferenceSpec:
     overlap: float = 0.5
     normalization: str = "dataset"  # dataset | per_image | ct
     clip: tuple[float, float] | None = None  # ct: the intensity window
+    # Voxel size the training data was resampled to; inputs with another spacing are
+    # resampled to it and their masks back. None: trained at native spacing.
+    target_spacing: tuple[float, ...] | None = None
 
     @property
     def norm(self) -> Normalization:
@@ -56,7 +61,7 @@ class InferenceSpec:
     @classmethod
     def from_json(cls, text: str) -> InferenceSpec:
         raw = json.loads(text)
-        for key in ("mean", "std", "patch", "clip"):
+        for key in ("mean", "std", "patch", "clip", "target_spacing"):
             if raw.get(key) is not None:
                 raw[key] = tuple(raw[key])
         return cls(**raw)
@@ -100,9 +105,32 @@ class Segmenter:
         tta: bool = False,
         patch: tuple[int, ...] | None = None,
         threshold: float | None = None,
+        spacing: tuple[float, ...] | None = None,
     ) -> torch.Tensor:
-        """[B, C, *spatial] raw -> uint8 masks [B, *spatial] (multilabel: [B, L, *spatial])."""
-        return self.masks(self.logits(images, tta=tta, patch=patch), threshold)
+        """[B, C, *spatial] raw -> uint8 masks [B, *spatial] (multilabel: [B, L, *spatial]).
+
+        ``spacing``: the inputs' voxel size. When the model was trained on data resampled
+        to another (`InferenceSpec.target_spacing`), the images are resampled to it
+        (linear), predicted, and the masks resampled back onto the inputs' own grid
+        (nearest). None: the inputs are taken as they come (2D images, arrays).
+        """
+        target = self.spec.target_spacing
+        if spacing is None or target is None or same_spacing(spacing, target):
+            return self.masks(self.logits(images, tta=tta, patch=patch), threshold)
+        raw = images.detach().cpu().numpy()
+        moved = np.stack([resample_image(image, spacing, target) for image in raw])
+        masks = self.masks(self.logits(torch.from_numpy(moved), tta=tta, patch=patch), threshold)
+        return _masks_back(masks, target, spacing, tuple(images.shape[2:])).to(masks.device)
+
+
+def _masks_back(
+    masks: torch.Tensor, spacing: tuple[float, ...], target: tuple[float, ...], shape: tuple
+) -> torch.Tensor:
+    """uint8 [B, (L,) *grid] on `spacing` -> [B, (L,) *shape] on `target`, nearest."""
+    array = masks.cpu().numpy()
+    flat = array.reshape(-1, *array.shape[-len(shape) :])  # multilabel: one map per label
+    back = np.stack([resample_mask(m, spacing, target, shape=shape) for m in flat])
+    return torch.from_numpy(back.reshape(*array.shape[: -len(shape)], *shape))
 
 
 def save_package(

@@ -6,7 +6,8 @@ settings that each carry a one-line reason (`PlannedValue`). The rules, kept sma
 
 - target spacing: the median spacing; on anisotropic data (coarsest / finest median
   spacing > 3) the coarse axis takes its 10th percentile (nnU-Net), so thin-slice
-  scans are not thrown away. Recorded, not applied: preparation does not resample.
+  scans are not thrown away. A recommendation: preparation resamples only when
+  `data.target_spacing` is set in params.yaml.
 - pooling per axis: an axis is halved at a level while its feature map stays >= 2 x
   `MIN_FEATURE` voxels and its spacing is at most 2x the finest axis's, so a coarse
   (anisotropic) axis starts pooling only once the others have caught up with it;
@@ -313,7 +314,9 @@ def _target_spacing(fp: Fingerprint) -> PlannedValue[tuple[float, ...]]:
             f"median spacing; anisotropic (axis {axis} > {ANISOTROPY:g}x the finest), "
             "so that axis takes its 10th percentile"
         )
-    return PlannedValue(tuple(spacing), f"{why}; recorded only: preparation does not resample")
+    # A recommendation, not applied: resampling changes the prepared data (and its
+    # version), so the user opts in with `data.target_spacing` in params.yaml.
+    return PlannedValue(tuple(spacing), why)
 
 
 def _pooling_why(fp: Fingerprint) -> str:

@@ -169,6 +169,7 @@ def inference_spec(cfg: ExperimentConfig, manifest: Manifest) -> InferenceSpec:
         patch=cfg.data.patch_size,
         normalization=norm.mode,
         clip=norm.clip,
+        target_spacing=manifest.target_spacing,
     )
 
 

@@ -10,7 +10,15 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from unet_core.data import DataError
 
@@ -82,6 +90,9 @@ class DataParams(_Frozen):
     # Spatial chunk shape of the prepared arrays; None: 256^2 in 2D, 64^3 in 3D.
     chunks: tuple[int, ...] | None = None
     workers: int = Field(2, ge=1)  # processes writing cases (does not change the output)
+    # Voxel size per spatial axis every case is resampled to (images linear, masks
+    # nearest); None: keep each case's native spacing. `unetflow plan` recommends one.
+    target_spacing: tuple[float, ...] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> DataParams:
@@ -100,6 +111,17 @@ class DataParams(_Frozen):
                 "(one per spatial axis), or null for the default"
             )
         return self
+
+    @field_validator("target_spacing")
+    @classmethod
+    def _spacing(cls, value: tuple[float, ...] | None, info: ValidationInfo) -> object:
+        dims = info.data.get("spatial_dims", 2)  # validated first: declared before
+        if value is not None and (len(value) != dims or min(value, default=0) <= 0):
+            raise ValueError(
+                f"{list(value)} needs {dims} positive voxel sizes (one per spatial axis, in "
+                "the images' units, e.g. mm), or null to keep each case's own spacing"
+            )
+        return value
 
 
 def read_params(path: Path) -> DataParams:

@@ -168,9 +168,19 @@ def plan_yaml(cfg: ExperimentConfig, result: Plan, memory_why: str = "") -> str:
         "# Edit and pass back with --config; values set here are never re-planned.",
         *(f"#   {line}" for line in result.fingerprint.summary()),
         f"#   memory per worker: {result.memory_bytes / 2**20:.0f} MiB ({memory_why})",
-        f"# target spacing {list(result.target_spacing.value)}: {result.target_spacing.why}",
+        *_spacing_lines(result),
     ]
     return "\n".join(header) + "\n" + _commented(body, reasons)
+
+
+def _spacing_lines(result: Plan) -> list[str]:
+    """The recommended target spacing, as the params.yaml line that would apply it."""
+    spacing = [round(s, 4) for s in result.target_spacing.value]
+    return [
+        f"# recommended data.target_spacing: {spacing}  ({result.target_spacing.why})",
+        "#   not applied: to resample, put it in the data section of params.yaml and",
+        "#   re-run `unetflow data prepare` (the prepared data, and its version, change)",
+    ]
 
 
 def _commented(body: dict[str, Any], reasons: dict[str, str]) -> str:

@@ -25,7 +25,7 @@ import torch
 
 from unet_core.data import EXTENSIONS, check_image, read_array
 from unet_core.data import store as st
-from unet_core.data.folder import file_extension, to_channels_first
+from unet_core.data.folder import file_extension, read_geometry, to_channels_first
 from unet_core.engine import save_checkpoint
 from unet_core.package import Segmenter, load_package
 from unetflow.errors import UsageError
@@ -119,7 +119,12 @@ def predict_case(segmenter: Segmenter, job: Job, options: Options) -> str:
         dims = segmenter.config.spatial_dims
         image = to_channels_first(read_array(local), dims, job.src)
         image = check_image(image, job.src, segmenter.config.in_channels)
-        mask = segmenter(torch.from_numpy(image)[None], tta=options.tta, patch=options.patch)[0]
+        mask = segmenter(
+            torch.from_numpy(image)[None],
+            tta=options.tta,
+            patch=options.patch,
+            spacing=_spacing(local, dims),
+        )[0]
         if st.is_remote(job.dest):
             written = Path(tmp) / "out" / output_name(job.src)
             written.parent.mkdir()
@@ -131,6 +136,13 @@ def predict_case(segmenter: Segmenter, job: Job, options: Options) -> str:
     shape = "x".join(map(str, image.shape[1:]))
     name = job.src.rsplit("/", 1)[-1]
     return f"{name} ({shape}) -> {output_name(job.src)} {time.perf_counter() - started:.2f}s"
+
+
+def _spacing(path: Path, dims: int) -> tuple[float, ...] | None:
+    """The voxel size in a NIfTI header; None for formats without one (taken as they come)."""
+    if _ext(path.name) not in ("nii", "nii.gz"):
+        return None
+    return read_geometry(path, dims)[0]
 
 
 def _fetch(src: str, tmp: Path, storage: st.StorageOptions) -> Path:

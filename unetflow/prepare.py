@@ -22,6 +22,7 @@ import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -84,10 +85,14 @@ def split_stats(idx: dict[str, np.ndarray], groups: list[str] | None) -> str:
 
 
 def _provenance(params: DataParams) -> dict:
-    """Params for the manifest; an unset group is left out so that data prepared before
-    grouping existed keeps its bytes, and so its DVC version."""
-    exclude = {"split": {"group"}} if params.split.group is None else None
-    return params.model_dump(mode="json", exclude=exclude)
+    """Params for the manifest; an unset group or target spacing is left out so that data
+    prepared before they existed keeps its bytes, and so its DVC version."""
+    exclude: dict[str, Any] = {}
+    if params.split.group is None:
+        exclude["split"] = {"group"}
+    if params.target_spacing is None:
+        exclude["target_spacing"] = True
+    return params.model_dump(mode="json", exclude=exclude or None)
 
 
 def _unsplit_jobs(params: DataParams, raw: Path | None, scratch: Path) -> list[Job]:
@@ -131,9 +136,10 @@ def _jobs(
 
 def _write(jobs: list[Job], where: str, params: DataParams, workers: int | None) -> None:
     """Every case, then the manifest, which also drops cases an earlier write left."""
-    cases = run_jobs(jobs, where, workers or params.workers, params.chunks)
+    target = params.target_spacing
+    cases = run_jobs(jobs, where, workers or params.workers, params.chunks, target=target)
     meta = {"source": params.source, "params": _provenance(params)}
-    write_manifest(where, cases, params.chunks, meta)
+    write_manifest(where, cases, params.chunks, meta, target_spacing=target)
 
 
 def _write_remote(jobs: list[Job], uri: str, params: DataParams, workers: int | None) -> None:

@@ -18,7 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from unet_core.data import Case, DataError, Sample, load_pair, read_geometry, write_case
-from unet_core.data.prepared import sha256_file
+from unet_core.data.prepared import SourceGeometry, sha256_file
+from unet_core.data.resample import (
+    resample_image,
+    resample_mask,
+    resampled_affine,
+    same_spacing,
+)
 
 
 @dataclass(frozen=True)
@@ -71,10 +77,48 @@ class ArrayJob:
 Job = FileJob | RawJob | ArrayJob
 
 
-def run_job(job: Job, out: str, chunks: Sequence[int] | None, options: dict | None) -> Case:
-    """Read, check and write one case (in a worker process); returns its record."""
+def run_job(
+    job: Job,
+    out: str,
+    chunks: Sequence[int] | None,
+    options: dict | None,
+    target: Sequence[float] | None = None,
+) -> Case:
+    """Read, check and write one case (in a worker process); returns its record.
+
+    ``target``: resample the case to this spacing first (None: keep its own).
+    """
     image, mask, spacing, affine = job.load()
-    return write_case(out, job.stem, job.split, image, mask, spacing, affine, chunks, options)
+    source = None
+    if target is not None:
+        spacing = spacing or (1.0,) * mask.ndim  # arrays without a header: 1 per voxel
+        affine = np.eye(mask.ndim + 1) if affine is None else affine
+        source = SourceGeometry(shape=mask.shape, spacing=spacing)
+        image, mask, affine = _resampled(job.stem, image, mask, spacing, affine, target)
+        spacing = tuple(target)
+    return write_case(
+        out, job.stem, job.split, image, mask, spacing, affine, chunks, options, source
+    )
+
+
+def _resampled(
+    stem: str,
+    image: np.ndarray,
+    mask: np.ndarray,
+    spacing: Sequence[float],
+    affine: np.ndarray,
+    target: Sequence[float],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Image (linear) and mask (nearest) on the target grid, and that grid's affine."""
+    if image.shape[1:] != mask.shape:  # checked again by write_case; resampling needs it
+        raise DataError(stem, f"image shape {image.shape[1:]} differs from mask {mask.shape}")
+    if same_spacing(spacing, target):
+        return image, mask, affine
+    return (
+        resample_image(image, spacing, target),
+        resample_mask(mask, spacing, target),
+        resampled_affine(affine, spacing, target),
+    )
 
 
 def default_workers() -> int:
@@ -87,15 +131,17 @@ def run_jobs(
     workers: int,
     chunks: Sequence[int] | None = None,
     options: dict | None = None,
+    target: Sequence[float] | None = None,
 ) -> list[Case]:
-    """Write every job's case with `workers` processes (1: in this process), in job order.
+    """Write every job's case with `workers` processes (1: in this process), in job order,
+    each resampled to the spacing `target` when one is given.
 
     Worker processes are spawned, not forked: zarr and s3fs run an event loop on a
     background thread, and a fork taken while it runs can deadlock the child.
     """
     if workers <= 1 or len(jobs) <= 1:
-        return [run_job(job, out, chunks, options) for job in jobs]
+        return [run_job(job, out, chunks, options, target) for job in jobs]
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [pool.submit(run_job, job, out, chunks, options) for job in jobs]
+        futures = [pool.submit(run_job, job, out, chunks, options, target) for job in jobs]
         return [f.result() for f in futures]

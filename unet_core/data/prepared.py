@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from unet_core.data import store as st
 from unet_core.data.errors import DataError
@@ -56,6 +56,17 @@ class ChannelStats(_Frozen):
     max: tuple[float, ...]
 
 
+class SourceGeometry(_Frozen):
+    """A resampled case's grid before resampling (`DataParams.target_spacing`)."""
+
+    shape: tuple[int, ...]  # spatial shape of the source
+    spacing: tuple[float, ...]  # voxel size of the source
+
+
+def _unset(value: object) -> bool:
+    return value is None
+
+
 class Case(_Frozen):
     """One image/mask pair of the prepared set."""
 
@@ -70,6 +81,9 @@ class Case(_Frozen):
     # label -> up to `FOREGROUND_SAMPLES` voxel locations, for foreground oversampling
     foreground: dict[str, tuple[tuple[int, ...], ...]]
     stats: ChannelStats
+    # Where a resampled case came from; left out of the JSON when the case was not
+    # resampled, so data prepared before resampling existed keeps its bytes and version.
+    source: SourceGeometry | None = Field(None, exclude_if=_unset)
 
 
 class Manifest(_Frozen):
@@ -85,6 +99,8 @@ class Manifest(_Frozen):
     intensity_range: tuple[tuple[float, float], ...]  # per-channel (min, max) of train
     cases: tuple[Case, ...]  # sorted by (split, stem)
     meta: dict[str, Any] = {}  # free-form provenance given by the caller
+    # Every case was resampled to this spacing; None: each keeps its native spacing.
+    target_spacing: tuple[float, ...] | None = Field(None, exclude_if=_unset)
 
     @property
     def splits(self) -> dict[str, tuple[str, ...]]:

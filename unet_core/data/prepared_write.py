@@ -29,6 +29,7 @@ from unet_core.data.prepared import (
     Case,
     ChannelStats,
     Manifest,
+    SourceGeometry,
     case_dir,
     content_sha256,
 )
@@ -88,8 +89,9 @@ def case_record(
     mask: np.ndarray,
     spacing: Sequence[float] | None = None,
     affine: np.ndarray | None = None,
+    source: SourceGeometry | None = None,
 ) -> Case:
-    """The manifest entry of one checked case."""
+    """The manifest entry of one checked case (`source`: its grid before resampling)."""
     dims = mask.ndim
     spacing = tuple(float(s) for s in spacing) if spacing is not None else (1.0,) * dims
     if len(spacing) != dims or min(spacing) <= 0:
@@ -108,6 +110,7 @@ def case_record(
         labels=tuple(labels),
         foreground=_foreground(mask, labels, digest),
         stats=_channel_stats(image),
+        source=source,
     )
 
 
@@ -139,6 +142,7 @@ def write_case(
     affine: np.ndarray | None = None,
     chunks: Sequence[int] | None = None,
     options: st.StorageOptions = None,
+    source: SourceGeometry | None = None,
 ) -> Case:
     """Check and write one case; returns its manifest record.
 
@@ -149,9 +153,10 @@ def write_case(
         spacing: voxel size per spatial axis; None: 1.0.
         affine: ``(dims+1, dims+1)`` voxel-to-world matrix; None: identity.
         chunks: spatial chunk shape; None: `DEFAULT_CHUNKS`.
+        source: the grid the case had before it was resampled; None: not resampled.
     """
     image, mask = check_case(image, mask, stem)
-    record = case_record(stem, split, image, mask, spacing, affine)
+    record = case_record(stem, split, image, mask, spacing, affine, source)
     spatial = tuple(chunks or DEFAULT_CHUNKS[mask.ndim])
     clipped = tuple(max(1, min(c, s)) for c, s in zip(spatial, mask.shape, strict=True))
     options = st.resolve_options(root, options)
@@ -183,9 +188,15 @@ def _pooled(cases: Sequence[Case]) -> tuple[tuple, tuple, tuple]:
 
 
 def build_manifest(
-    cases: Sequence[Case], chunks: Sequence[int] | None = None, meta: Mapping | None = None
+    cases: Sequence[Case],
+    chunks: Sequence[int] | None = None,
+    meta: Mapping | None = None,
+    target_spacing: Sequence[float] | None = None,
 ) -> Manifest:
-    """Pool case records into a manifest (no I/O); refuses inconsistent cases."""
+    """Pool case records into a manifest (no I/O); refuses inconsistent cases.
+
+    ``target_spacing``: the spacing every case was resampled to (None: native spacing).
+    """
     if not any(c.split == "train" for c in cases):
         raise DataError("split 'train'", "is empty; normalisation statistics need training data")
     dims = {len(c.shape) for c in cases}
@@ -195,6 +206,10 @@ def build_manifest(
     stems = [c.stem for c in cases]
     if len(set(stems)) != len(stems):
         raise DataError(None, "two cases share a stem; keep stems unique across splits")
+    target = tuple(float(v) for v in target_spacing) if target_spacing is not None else None
+    off = [c.stem for c in cases if target is not None and not np.allclose(c.spacing, target)]
+    if off:
+        raise DataError(off[0], f"spacing differs from the target spacing {target}")
     mean, std, ranges = _pooled([c for c in cases if c.split == "train"])
     (spatial_dims,) = dims
     return Manifest(
@@ -207,6 +222,7 @@ def build_manifest(
         intensity_range=ranges,
         cases=tuple(sorted(cases, key=lambda c: (c.split, c.stem))),
         meta=dict(meta or {}),
+        target_spacing=target,
     )
 
 
@@ -216,9 +232,10 @@ def write_manifest(
     chunks: Sequence[int] | None = None,
     meta: Mapping | None = None,
     options: st.StorageOptions = None,
+    target_spacing: Sequence[float] | None = None,
 ) -> Manifest:
     """Write the manifest (last), then delete cases an earlier write left behind."""
-    manifest = build_manifest(cases, chunks, meta)
+    manifest = build_manifest(cases, chunks, meta, target_spacing)
     root = st.normalise(root)
     text = manifest.model_dump_json(indent=1) + "\n"
     st.write_text(st.join(root, MANIFEST), text, options)
