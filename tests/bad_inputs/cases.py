@@ -410,6 +410,17 @@ CASES: list[Case] = [
         ("params.yaml", "data.source"),
     ),
     Case(
+        "params-yaml-target-spacing-2-values-in-3d",
+        lambda root: (
+            dvc_project(root),
+            (root / "project" / "params.yaml").write_text(
+                "data: {spatial_dims: 3, synthetic: {shape: [8, 8, 8]}, target_spacing: [1, 1]}\n"
+            ),
+        ),
+        ("run", *P),
+        ("params.yaml", "data.target_spacing", "3 positive"),
+    ),
+    Case(
         "data-version-not-md5",
         nothing,
         ("train", *P, "--set", "data.version=latest"),
