@@ -114,11 +114,13 @@ def _resampled(
         raise DataError(stem, f"image shape {image.shape[1:]} differs from mask {mask.shape}")
     if same_spacing(spacing, target):
         return image, mask, affine
-    return (
-        resample_image(image, spacing, target),
-        resample_mask(mask, spacing, target),
-        resampled_affine(affine, spacing, target),
-    )
+    moved = resample_image(image, spacing, target)
+    if np.issubdtype(image.dtype, np.integer):
+        # Linear interpolation stays within the source's range, so rounding back loses
+        # < 0.5 and keeps the stored dtype: int16 CT stays 2 bytes a voxel, and the
+        # planner still sees integer Hounsfield-like data (its `ct` normalisation rule).
+        moved = np.rint(moved).astype(image.dtype)
+    return moved, resample_mask(mask, spacing, target), resampled_affine(affine, spacing, target)
 
 
 def default_workers() -> int:
