@@ -15,6 +15,8 @@ from unet_core.data.resample import resample_image, resample_mask
 from unet_core.models import create_model, get_model_config
 from unet_core.package import InferenceSpec, load_package, save_package
 from unetflow import prediction
+from unetflow.builders import inference_spec
+from unetflow.config import parse_config
 from unetflow.prepare import main as prepare_main
 
 TARGET = (1.0, 1.0, 1.0)
@@ -55,6 +57,8 @@ def test_prepare_resamples_every_case_to_the_target_spacing(tmp_path: Path) -> N
     assert prepare_main(["--params", str(params), "--out", str(tmp_path / "prep")]) == 0
     manifest = read_manifest(tmp_path / "prep")
     assert manifest.target_spacing == TARGET
+    # A model trained on it carries the target into prediction.
+    assert inference_spec(parse_config({}), manifest).target_spacing == TARGET
     assert manifest.labels == (0, 1, 2)  # nearest neighbour invents no label
     for case in manifest.cases:
         shape, affine = geometry[case.stem]
