@@ -46,9 +46,9 @@ def _load(spec: DeploymentSpec) -> Flow:
 
 
 def _parameters(project_dir: Path) -> dict:
-    # Every flow takes one typed `params` model; only the project folder is pinned here,
-    # the rest keeps the model's defaults and can be changed per run in the UI.
-    return {"params": {"project_dir": str(project_dir.resolve())}}
+    # Only the project folder is pinned here; every other parameter keeps the flow's
+    # default and can be changed per run in the UI.
+    return {"project_dir": str(project_dir.resolve())}
 
 
 def _deployment(flow: Flow, spec: DeploymentSpec, project_dir: Path, **kwargs) -> RunnerDeployment:

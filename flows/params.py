@@ -2,9 +2,18 @@
 
 Every default is a value, not a `default_factory`: only values reach the parameter
 schema, and the form shows what the schema says.
+
+A flow takes its model's fields as top-level parameters (`takes`), an ExperimentConfig
+field as its sections (data, model, loss, ...): the deployment's Parameters tab lists one
+row per top-level parameter, so one `params` object would be one row of JSON.
 """
 
 from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,6 +25,69 @@ PROJECT_DIR = Field(".", description="project folder: dvc.yaml, params.yaml, dat
 
 class _Params(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def parameters(self) -> dict[str, Any]:
+        """The flow's keyword arguments: these values, an ExperimentConfig as its sections."""
+        out: dict[str, Any] = {}
+        for key in type(self).model_fields:
+            value = getattr(self, key)
+            out.update(dict(value) if isinstance(value, ExperimentConfig) else {key: value})
+        return out
+
+    @classmethod
+    def from_parameters(cls, parameters: dict[str, Any]) -> _Params:
+        """The model from the flow's keyword arguments (`parameters` inverted)."""
+        values = dict(parameters)
+        for key, field in cls.model_fields.items():
+            if field.annotation is ExperimentConfig:
+                sections = {k: values.pop(k) for k in ExperimentConfig.model_fields if k in values}
+                values[key] = ExperimentConfig(**sections)
+        return cls(**values)
+
+    @classmethod
+    def signature(cls) -> list[tuple[str, Any, Any, str | None]]:
+        """(name, type, default, description) of each top-level parameter, in order."""
+        defaults, rows = cls(), []
+        for key, field in cls.model_fields.items():
+            value = getattr(defaults, key)
+            if isinstance(value, ExperimentConfig):
+                sections = ExperimentConfig.model_fields.items()
+                rows += [(k, f.annotation, getattr(value, k), f.description) for k, f in sections]
+            else:
+                rows.append((key, field.annotation, value, field.description))
+        return rows
+
+
+P = TypeVar("P", bound=_Params)
+R = TypeVar("R")
+
+
+def takes(model: type[P]) -> Callable[[Callable[[P], R]], Callable[..., R]]:
+    """A flow body `fn(params: model)` as a function of `model`'s top-level parameters.
+
+    The signature and the docstring's Args are what Prefect reads for the parameter
+    schema (types, defaults, descriptions) and validates a run's parameters against.
+    """
+
+    def wrap(fn: Callable[[P], R]) -> Callable[..., R]:
+        @functools.wraps(fn)
+        def flow_fn(**parameters: Any) -> R:
+            return fn(model.from_parameters(parameters))
+
+        rows = model.signature()
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        flow_fn.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [inspect.Parameter(n, keyword, default=d, annotation=t) for n, t, d, _ in rows],
+            return_annotation=inspect.signature(fn, eval_str=True).return_annotation,
+        )
+        flow_fn.__annotations__ = {n: t for n, t, _, _ in rows}
+        del flow_fn.__wrapped__  # type: ignore[attr-defined]  # the signature above, not fn's
+        args = "".join(f"\n    {n}: {d}" for n, _, _, d in rows)
+        flow_fn.__doc__ = f"{inspect.cleandoc(fn.__doc__ or '')}\n\nArgs:{args}"
+        flow_fn.params_model = model  # type: ignore[attr-defined]
+        return flow_fn
+
+    return wrap
 
 
 class DataPrepParams(_Params):

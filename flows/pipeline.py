@@ -1,5 +1,8 @@
 """Prefect flows. Thin on purpose: typed parameters in, library calls, artifacts out.
 
+Each flow takes the fields of its parameter model (flows/params.py) as keyword arguments,
+a config as its sections: `train(**TrainParams(config=cfg).parameters())`.
+
 data_prep             DVC stages -> data version (push to the remote)
 train                 data version -> Ray Train -> MLflow model version
 tune                  Ray Tune search -> best config, Pareto front
@@ -15,7 +18,14 @@ from prefect import flow, task
 
 from flows import artifacts
 from flows.outcomes import TrainOutcome
-from flows.params import DataPrepParams, PipelineParams, PromoteParams, TrainParams, TuneParams
+from flows.params import (
+    DataPrepParams,
+    PipelineParams,
+    PromoteParams,
+    TrainParams,
+    TuneParams,
+    takes,
+)
 from flows.tasks import (
     IO_BACKOFF,
     IO_RETRIES,
@@ -37,7 +47,8 @@ from unetflow.training import TrainReport
 
 
 @flow(name="data_prep", log_prints=True)
-def data_prep(params: DataPrepParams = DataPrepParams()) -> str:
+@takes(DataPrepParams)
+def data_prep(params: DataPrepParams) -> str:
     """Reproduce the DVC data stages (a no-op when nothing changed) and push."""
     version = reproduce_data(params.project_dir)
     if params.push:
@@ -48,7 +59,8 @@ def data_prep(params: DataPrepParams = DataPrepParams()) -> str:
 
 
 @flow(name="train", log_prints=True)
-def train(params: TrainParams = TrainParams()) -> TrainOutcome | JobOutcome:
+@takes(TrainParams)
+def train(params: TrainParams) -> TrainOutcome | JobOutcome:
     """Train one config and register the model: on `config.data.version` when set
     (pulled if not present locally), on a raw images/ + masks/ `data.path` as it is,
     else on the current DVC data version. With `submit`, the driver is a Ray Job on the
@@ -107,7 +119,8 @@ def _promote(params: PromoteParams):
 
 
 @flow(name="evaluate_and_promote", log_prints=True)
-def evaluate_and_promote(params: PromoteParams = PromoteParams()) -> PromotionDecision:
+@takes(PromoteParams)
+def evaluate_and_promote(params: PromoteParams) -> PromotionDecision:
     """Promote the candidate only if its paired Dice gain is credibly above the margin."""
     decision = _promote(params)
     artifacts.markdown("promotion", decision.markdown(), "candidate vs champion on the test split")
@@ -138,7 +151,8 @@ def _search(params: TuneParams):
 
 
 @flow(name="tune", log_prints=True)
-def tune(params: TuneParams = TuneParams()) -> SearchResult:
+@takes(TuneParams)
+def tune(params: TuneParams) -> SearchResult:
     """Search, log every trial to MLflow; returns the best config and the Pareto front."""
     result = _search(params)
     artifacts.table("search-results", _rows(result.trials), f"trials of search {result.name}")
@@ -168,18 +182,19 @@ def _promote_params(
 
 
 @flow(name="pipeline", log_prints=True)
-def pipeline(params: PipelineParams = PipelineParams()) -> TrainOutcome:
+@takes(PipelineParams)
+def pipeline(params: PipelineParams) -> TrainOutcome:
     """data_prep -> optional tune -> train the (best) config -> evaluate_and_promote."""
-    version = data_prep(DataPrepParams(project_dir=params.project_dir))
+    version = data_prep(project_dir=params.project_dir)
     config: ExperimentConfig = params.config
     if params.tune is not None:
-        config = tune(params.tune).best_config
+        config = tune(**params.tune.parameters()).best_config
     if config.data.version:
         config, version = pin_data_version(config, params.project_dir)
     report, reused, config, version = _train(config, params.project_dir, version)
     decision = None
     if params.promote and not report.became_champion and not reused:
-        decision = evaluate_and_promote(_promote_params(params, config, report))
+        decision = evaluate_and_promote(**_promote_params(params, config, report).parameters())
     champion = _champion(config, params.project_dir)
     artifacts.train_summary(report, version, champion)
     return TrainOutcome(report, version, reused, champion, decision)

@@ -97,7 +97,7 @@ def _run_flow(args: argparse.Namespace, pick: Callable[[Any, Any], tuple[Any, An
     server_uri = os.environ.get("MLFLOW_TRACKING_URI")
     params, flows = _flows()
     flow, params_cls = pick(flows, params)
-    result = flow(params_cls(project_dir=str(args.project_dir), config=cfg))
+    result = flow(**params_cls(project_dir=str(args.project_dir), config=cfg).parameters())
     _print_result(result, args.project_dir, server_uri, cfg.tracking.champion_alias)
     return 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 from flows.deployments import DEPLOYMENTS, _load
 from flows.form_schema import form_schema
@@ -81,27 +81,23 @@ SPECS = {f"{spec.flow}/{spec.name}": spec for spec in DEPLOYMENTS}
 
 
 @pytest.fixture(params=sorted(SPECS), scope="module")
-def deployed(request) -> tuple[Schema, BaseModel]:
+def deployed(request) -> tuple[Schema, dict[str, Any]]:
     """(the schema a deployment carries, the flow's default parameter model)."""
     flow = _load(SPECS[request.param])
-    default = flow.fn.__defaults__[0]
+    # The flow's keyword arguments when a run changes nothing: its model's defaults.
+    default = to_jsonable_python(flow.fn.params_model().parameters())
     return form_schema(flow.fn), default
 
 
 def test_every_schema_default_is_the_python_default(deployed) -> None:
     schema, default = deployed
-    params = schema["properties"]["params"]
-    found = schema_mismatches(
-        params, default.model_dump(mode="json"), schema.get("definitions", {}), "params"
-    )
+    found = schema_mismatches(schema, default, schema.get("definitions", {}), "params")
     assert not found, "\n".join(found)
 
 
 def test_every_field_has_a_description(deployed) -> None:
     schema, _ = deployed
-    fields = list(
-        _walk_fields(schema["properties"]["params"], schema["definitions"], "params", set())
-    )
+    fields = list(_walk_fields(schema, schema["definitions"], "params", set()))
     assert len(fields) >= 2
     missing = [path for path, prop in fields if not prop.get("description")]
     assert not missing, f"fields without a description: {missing}"
@@ -109,21 +105,19 @@ def test_every_field_has_a_description(deployed) -> None:
 
 def test_sections_have_human_titles_and_plain_descriptions(deployed) -> None:
     schema, _ = deployed
-    for path, ref, model in _models(schema["properties"]["params"], schema["definitions"]):
+    for path, ref, model in _models(schema, schema["definitions"]):
         class_name = ref.rsplit("/", 1)[-1]
         assert model.get("title") and model["title"] != class_name, (path, model.get("title"))
         text = model.get("description", "")
         # The form renders markdown: backticks, doctests and <tags> come out garbled.
         for bad in ("`", ">>>", "<", "Example:"):
             assert bad not in text, f"{path} ({model['title']}): {bad!r} in {text!r}"
-    for path, prop in _walk_fields(
-        schema["properties"]["params"], schema["definitions"], "params", set()
-    ):
+    for path, prop in _walk_fields(schema, schema["definitions"], "params", set()):
         assert "<" not in prop.get("description", ""), (path, prop["description"])
 
 
 def _field(schema: Schema, *path: str) -> Schema:
-    node = schema["properties"]["params"]
+    node = schema
     for key in path:
         node = _object_branch(_resolve(node, schema["definitions"]), schema["definitions"])
         node = node["properties"][key]
@@ -133,13 +127,13 @@ def _field(schema: Schema, *path: str) -> Schema:
 @pytest.mark.parametrize(
     ("flow", "path", "choices"),
     [
-        ("train", ("config", "loss", "name"), list_losses()),
-        ("train", ("config", "train", "early_stopping", "monitor"), list(EPOCH_METRICS)),
-        ("train", ("config", "model", "norm"), ["batch", "instance", "group", "none"]),
+        ("train", ("loss", "name"), list_losses()),
+        ("train", ("train", "early_stopping", "monitor"), list(EPOCH_METRICS)),
+        ("train", ("model", "norm"), ["batch", "instance", "group", "none"]),
         ("tune", ("search", "search_alg"), list(algorithms.SEARCH_ALGS)),
         ("tune", ("search", "scheduler"), list(algorithms.SCHEDULERS)),
         ("tune", ("search", "metric"), list(EPOCH_METRICS)),
-        ("tune", ("base", "optim", "name"), ["adam", "adamw", "sgd"]),
+        ("tune", ("optim", "name"), ["adam", "adamw", "sgd"]),
     ],
 )
 def test_fixed_choices_are_enums_from_the_registries(flow: str, path, choices) -> None:

@@ -22,15 +22,26 @@ from unetflow.config import ExperimentConfig
         pipeline.evaluate_and_promote,
     ],
 )
-def test_every_flow_has_one_typed_parameter_with_a_form_schema(flow) -> None:
+def test_every_flow_takes_its_models_fields_as_top_level_parameters(flow) -> None:
+    # The deployment's Parameters tab lists one row per top-level parameter.
     schema = parameter_schema(flow.fn).model_dump_for_openapi()
-    assert list(schema["properties"]) == ["params"]
-    assert schema["definitions"], "the nested model must be described for the UI form"
+    expected = list(flow.fn.params_model().parameters())
+    assert list(schema["properties"]) == expected
+    assert len(expected) >= 2 and "project_dir" in expected
+
+
+def test_a_config_travels_as_its_sections_and_back() -> None:
+    config = ExperimentConfig.model_validate({"model": {"depth": 2}, "train": {"epochs": 3}})
+    params = PipelineParams(project_dir="p", config=config, promote=False)
+    parameters = params.parameters()
+    assert {"data", "model", "train", "tracking", "promote"} <= set(parameters)
+    assert "config" not in parameters
+    assert PipelineParams.from_parameters(parameters) == params
 
 
 def test_train_params_schema_exposes_the_experiment_config() -> None:
     schema = parameter_schema(pipeline.train.fn).model_dump_for_openapi()
-    assert "ExperimentConfig" in schema["definitions"]
+    assert set(ExperimentConfig.model_fields) <= set(schema["properties"])
     assert "epochs" in schema["definitions"]["TrainConfig"]["properties"]
 
 

@@ -37,7 +37,8 @@ def test_pipeline_runs_end_to_end(
     from unetflow import dvc_data
 
     cfg = parse_config(TINY)
-    result = pipeline(PipelineParams(config=cfg, project_dir=str(project_dir), promote=False))
+    params = PipelineParams(config=cfg, project_dir=str(project_dir), promote=False)
+    result = pipeline(**params.parameters())
 
     assert result.data_version == dvc_data.data_version(project_dir)
     assert result.report.became_champion and result.report.version == "1" and not result.reused
@@ -64,14 +65,14 @@ def test_pipeline_runs_end_to_end(
 
     # A second run registers version 2; the champion moves only through the promotion gate.
     again = pipeline(
-        PipelineParams(
+        **PipelineParams(
             # Pinned to the first run's data version: trained from its DVC checkout.
             config=parse_config(
                 {**TINY, "name": "tiny2", "data": {"version": result.data_version}}
             ),
             project_dir=str(project_dir),
             promote=True,
-        )
+        ).parameters()
     )
     assert again.report.version == "2" and not again.report.became_champion and not again.reused
     decision = again.promotion
@@ -84,7 +85,7 @@ def test_pipeline_runs_end_to_end(
     assert pinned.endswith(result.data_version.removesuffix(".dir"))
 
     # The same inputs again: training is a cache hit, nothing new is registered.
-    same = pipeline(PipelineParams(config=cfg, project_dir=str(project_dir), promote=False))
+    same = pipeline(**params.parameters())
     assert same.reused and same.report.run_id == result.report.run_id and same.report.version == "1"
     assert same.champion_version == champion_now  # the registry now, not the cached report
     assert len(client.search_model_versions("name = 'unet-seg'")) == 2
@@ -110,10 +111,10 @@ def test_train_flow_on_a_raw_folder_retrains_only_when_the_folder_changes(
     )
     params = TrainParams(config=cfg, project_dir=str(project_dir))
 
-    first = train(params)
+    first = train(**params.parameters())
     assert first.data_version.startswith("folder-") and not first.reused
     assert not (project_dir / "data" / "prepared").exists()  # no DVC stages for a folder
-    same = train(params)
+    same = train(**params.parameters())
     assert same.reused and same.report.run_id == first.report.run_id
 
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(raw / "images" / "s0.png")

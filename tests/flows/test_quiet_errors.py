@@ -66,9 +66,8 @@ def test_bad_folder_fails_the_flow_without_tracebacks(
     raw = raw_folder(tmp_path, n=6)
     (raw / "images" / "s2.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match=r"s2\.png"):
-        train(
-            TrainParams(project_dir=str(tmp_path), config=parse_config({"data": {"path": "raw"}}))
-        )
+        config = parse_config({"data": {"path": "raw"}})
+        train(**TrainParams(project_dir=str(tmp_path), config=config).parameters())
     stored = _stored_logs()
     assert "Finished in state Failed" in stored and "s2.png" in stored, stored
     assert "Traceback" not in stored, stored

@@ -32,7 +32,7 @@ def test_tune_flow_returns_best_config_and_leaves_tables(
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     base = load_config(None, {**TINY, "data.path": str(prepared_dir)})
     search = SearchConfig(name="flow-test", space="tune/spaces/hpo.yaml", num_samples=2)
-    result = tune(TuneParams(project_dir=str(project_dir), search=search, base=base))
+    result = tune(**TuneParams(project_dir=str(project_dir), search=search, base=base).parameters())
 
     assert result.name == "flow-test" and result.best_trial_id
     assert 0.0 <= result.best_metrics["val_dice"] <= 1.0

@@ -105,16 +105,10 @@ def test_every_service_listens_on_loopback_only(stack: StackUnderTest) -> None:
     listeners = _listeners(stack)
     ports = {port for _, port, _, _ in listeners}
     assert set(stack.state().ports.values()) <= ports  # the check saw every service
-    outside = [entry for entry in listeners if not _loopback(entry[0]) and entry[3] != "ray-worker"]
+    outside = [entry for entry in listeners if not _loopback(entry[0])]
     assert not outside, f"listening beyond loopback: {outside}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: Ray's second node (127.0.0.3, joined through [::ffff:127.0.0.1]) binds "
-    "its raylet and dashboard agent to all interfaces; Ray binds to loopback only for a "
-    "node whose IP is 127.0.0.1, which refuses a second node on one machine",
-)
 def test_ray_worker_node_listens_on_loopback_only(stack: StackUnderTest) -> None:
     worker = [entry for entry in _listeners(stack) if entry[3] == "ray-worker"]
     assert worker, "the worker node's listeners were not found"

@@ -1,11 +1,12 @@
 """A Ray head and one worker node on loopback, with token authentication.
 
-Ray rewrites "127.0.0.1" to the machine's outward IP except in its single-node mode, in
-which it also binds to 127.0.0.1 only. The head runs in that mode; a joining node may
-not, so it takes 127.0.0.3 (loopback too) and names the head by the IPv4-mapped form
-[::ffff:127.0.0.1], which Ray does not rewrite. Every listener gets a port chosen here,
-so two clusters on one machine never collide, and each node is stopped by signalling
-exactly its processes: `ray stop` would kill every Ray process of the machine.
+Ray listens on loopback only for a node whose IP is 127.0.0.1, and `ray start` keeps
+that IP only in its single-node mode. The head runs in that mode; the joining node, which
+may not, is started by `unetflow.stack.ray_node` (`ray start` without the rewrite of
+127.0.0.1), so both nodes have IP 127.0.0.1 and listen on it alone, as the nodes of Ray's
+own `cluster_utils.Cluster` share one IP. Every listener gets a port chosen here, so two
+nodes or two clusters on one machine never collide, and each node is stopped by
+signalling exactly its processes: `ray stop` would kill every Ray process of the machine.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from unetflow.stack.net import LOOPBACK, free_port, port_open
 from unetflow.stack.process import spawn
 
 RAY = str(Path(sys.executable).with_name("ray"))
-WORKER_IP = "127.0.0.3"
 WORKER_PORTS = 41  # worker-port range per node: enough for a few training workers
 
 
@@ -162,26 +162,32 @@ class RayWorker:
         listeners = port_args(head=False, taken=taken)
         self.ctx.state.extra[self.name] = listeners
         args = [
-            f"--address=[::ffff:{LOOPBACK}]:{self.ctx.state.ports[self.head.name]}",
-            f"--node-ip-address={WORKER_IP}",
+            f"--address={LOOPBACK}:{self.ctx.state.ports[self.head.name]}",
+            f"--node-ip-address={LOOPBACK}",
             f"--temp-dir={self.head.temp_dir / 'w'}",
             *start_args(None, self.ctx.options.ray_cpus_per_node),
             *listeners,
         ]
         env = node_env(self.ctx.state.ray_token, self.head.node_extra_env)
-        self.ctx.record(self.name, _spawn_node(args, env, self.ctx, self.name))
+        # Cluster mode, which `ray start` needs to join; explicit, since importing
+        # unetflow (the launcher) would otherwise choose single-node mode.
+        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "1"
+        launcher = [sys.executable, "-m", "unetflow.stack.ray_node"]
+        self.ctx.record(self.name, _spawn_node(args, env, self.ctx, self.name, launcher))
 
     def healthy(self) -> bool:
         listeners = self.ctx.state.extra.get(self.name)
         if not listeners or not node_up(self.ctx, self.name):
             return False
-        return port_open(arg_value(listeners, "--node-manager-port"), WORKER_IP)
+        return port_open(arg_value(listeners, "--node-manager-port"))
 
     def stop(self) -> None:
         self.ctx.stop_recorded(self.name, strays=lambda: pids_naming(self.head.temp_dir / "w"))
 
     def url(self) -> str:
-        return f"{WORKER_IP} (a node of {self.head.env()['RAY_ADDRESS']})"
+        listeners = self.ctx.state.extra.get(self.name, [])
+        port = arg_value(listeners, "--node-manager-port") if listeners else None
+        return f"{LOOPBACK}:{port} (a node of {self.head.env()['RAY_ADDRESS']})"
 
     def env(self) -> dict[str, str]:
         return {}
@@ -198,6 +204,12 @@ def node_up(ctx: StackContext, name: str) -> bool:
         return False
 
 
-def _spawn_node(args: list[str], env: dict[str, str], ctx: StackContext, name: str):
-    cmd = [RAY, "start", "--block", "--disable-usage-stats", *args]
+def _spawn_node(
+    args: list[str],
+    env: dict[str, str],
+    ctx: StackContext,
+    name: str,
+    launcher: list[str] | None = None,
+):
+    cmd = [*(launcher or [RAY, "start"]), "--block", "--disable-usage-stats", *args]
     return spawn(cmd, env, ctx.log(name), ctx.root)
