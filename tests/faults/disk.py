@@ -7,6 +7,7 @@ tests that use it are skipped with that reason.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -24,23 +25,12 @@ class Disk:
         self._filler = root / ".filler"
 
     def fill(self) -> None:
-        """Write until the filesystem is full (ENOSPC)."""
-        block = b"\0" * (64 * 1024)
-        with self._filler.open("ab") as out:
-            try:
-                while True:
-                    out.write(block)
-                    out.flush()
-            except OSError:
-                pass
-        # Small writes can still land in the last partial block: take that too.
-        try:
-            with self._filler.open("ab") as out:
-                while True:
-                    out.write(b"\0")
-                    out.flush()
-        except OSError:
-            pass
+        """Write until the filesystem is full (ENOSPC), down to its last byte."""
+        with self._filler.open("ab", buffering=0) as out:  # unbuffered: no late flush
+            for size in (1 << 16, 1 << 10, 1):
+                with contextlib.suppress(OSError):
+                    while True:
+                        out.write(b"\0" * size)
 
     def free(self) -> None:
         self._filler.unlink(missing_ok=True)

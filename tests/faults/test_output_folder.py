@@ -51,6 +51,23 @@ def test_checkpoint_write_fails_with_one_line_and_keeps_the_previous(fault: str)
     assert CheckpointWriteError in USER_ERRORS  # the CLI prints it as one line, exit 2
 
 
+@pytest.mark.parametrize("fault", ["full", "read-only"])
+def test_ray_storage_writes_are_whole_or_absent(fault: str) -> None:
+    from unetflow.atomic_fs import atomic_local_filesystem
+
+    fs = atomic_local_filesystem()  # what Ray Train writes local storage through
+    with small_disk("1m") as disk:
+        path = str(disk.root / "run" / "checkpoint_manager_snapshot.json")
+        with fs.open_output_stream(path) as out:
+            out.write(b'{"epoch": 0}')
+        _break(disk, fault)
+        with pytest.raises(OSError), fs.open_output_stream(path) as out:
+            out.write(b"x" * 2_000_000)
+        assert Path(path).read_bytes() == b'{"epoch": 0}'  # Ray could still resume
+        assert [p.name for p in Path(path).parent.iterdir()] == [Path(path).name]
+        _mend(disk, fault)
+
+
 def _checkpoints(run_dir: Path) -> dict[int, Path]:
     """The checkpoints Ray finished writing, by epoch (a partial one does not load)."""
     found = {}
