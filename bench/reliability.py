@@ -105,8 +105,9 @@ def render(records: list[dict], counts: BadInputCounts | None, when: str) -> str
         "checkpoint intervals (an interval is one epoch in these tests), recovery is seconds",
         "from the fault until training went on; n/m: not measured by that test.",
         "",
-        "| Fault injected | Survived | Work lost (intervals) | Recovery (s) | Dice (faulted / uninterrupted) | Test |",
-        "|---|---|---|---|---|---|",
+        "| Fault injected | Survived | Work lost (intervals) | Recovery (s) "
+        "| Dice (faulted / uninterrupted) | Test | Note |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in sorted(records, key=lambda r: r["fault"]):
         dice = "n/m"
@@ -115,7 +116,7 @@ def render(records: list[dict], counts: BadInputCounts | None, when: str) -> str
         lines.append(
             f"| {r['fault']} | {'yes' if r['survived'] else '**no**'} "
             f"| {_cell(r.get('intervals_lost'), '.0f')} | {_cell(r.get('recover_s'), '.1f')} "
-            f"| {dice} | `{r['test']}` |"
+            f"| {dice} | `{r['test']}` | {r.get('note', '')} |"
         )
     if NOT_YET_INJECTED:
         lines += ["", "Not injected by any test yet: " + "; ".join(NOT_YET_INJECTED) + "."]
