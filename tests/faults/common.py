@@ -40,6 +40,17 @@ def final_dice(outcome: Any) -> float:
     return float(outcome.history[-1]["val_dice"])
 
 
+def intervals_lost(last_saved_at_fault: int, resumed_from: int) -> float:
+    """Checkpoint intervals trained twice after a restart.
+
+    The epoch in flight when the worker group failed is trained again (one interval;
+    the group may fail a few epochs after the fault, while the fault propagates), plus
+    every checkpointed epoch between the resume point and the last checkpoint that
+    existed when the fault was injected, had the run resumed from an older one.
+    """
+    return max(1, last_saved_at_fault + 1 - resumed_from) / EVERY_EPOCHS
+
+
 def epochs_of(outcome: Any) -> list[int]:
     return [int(row["epoch"]) for row in outcome.history]
 

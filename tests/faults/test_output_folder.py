@@ -12,11 +12,11 @@ import torch
 from tests.faults.common import (
     DICE_TOLERANCE,
     EPOCHS,
-    EVERY_EPOCHS,
     Background,
     epochs_of,
     final_dice,
     fit_config,
+    intervals_lost,
     wait_for,
 )
 from tests.faults.disk import Disk, small_disk
@@ -107,7 +107,8 @@ def test_full_output_folder_mid_run_then_rerun_resumes(
     fault_record.recover_s = round(time.monotonic() - broken_at, 1)
     assert epochs_of(outcome) == list(range(EPOCHS))
     # Epochs trained after the last checkpoint that survived are the work repeated.
-    fault_record.intervals_lost = (at_fault + 1 - resumed_from) / EVERY_EPOCHS
+    assert resumed_from >= at_fault  # no checkpoint written before the fault was lost
+    fault_record.intervals_lost = intervals_lost(at_fault, resumed_from)
     fault_record.dice = final_dice(outcome)
     assert abs(fault_record.dice - baseline_dice) <= DICE_TOLERANCE
     assert fault_record.intervals_lost <= 1
