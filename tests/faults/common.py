@@ -14,7 +14,9 @@ EVERY_EPOCHS = 1  # one checkpoint interval, in epochs
 DICE_TOLERANCE = 0.01  # the issue's bound between a faulted and an uninterrupted run
 
 
-def fit_config(data: str | None = None, **checkpoint: Any) -> ExperimentConfig:
+def fit_config(
+    data: str | None = None, epochs: int = EPOCHS, **checkpoint: Any
+) -> ExperimentConfig:
     """The fault tests' config; `checkpoint` overrides `checkpoint.*` settings."""
     return parse_config(
         {
@@ -23,14 +25,14 @@ def fit_config(data: str | None = None, **checkpoint: Any) -> ExperimentConfig:
             "plan": False,
             "model": {"preset": "unet", "base_channels": 4, "depth": 2},
             "train": {
-                "epochs": EPOCHS,
+                "epochs": epochs,
                 "batch_size": 8,
                 "seed": 3,
                 "early_stopping": {"enabled": False},
             },
             "scaling": {"num_workers": 1},
             # Every checkpoint kept: the test reads which epochs were written.
-            "checkpoint": {"every_epochs": EVERY_EPOCHS, "num_to_keep": EPOCHS, **checkpoint},
+            "checkpoint": {"every_epochs": EVERY_EPOCHS, "num_to_keep": epochs, **checkpoint},
         }
     )
 
