@@ -6,7 +6,7 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 
 # GPU tests are deselected here rather than skipped: they run on a GPU machine.
-.PHONY: install run test test-gpu gpu-check test-fast lint format bench lock clean
+.PHONY: install run test test-gpu gpu-check test-fast lint format bench reliability lock clean
 
 # Installs into .venv with the pinned constraints; reinstalls when they change.
 $(STAMP): pyproject.toml constraints.txt
@@ -55,6 +55,9 @@ bench: install  ## benchmarks print tables and write bench/results/
 	$(PY) bench/bench_overhead.py
 	$(PY) bench/bench_tune.py --quick
 	$(PY) bench/bench_quality.py --quick --out bench/results/quality_cpu_quick.md
+
+reliability: install  ## inject every fault for real, then write bench/reliability.md
+	$(PY) bench/reliability.py
 
 lock: install  ## re-pin constraints.txt from the current environment
 	$(PY) -m pip freeze --exclude-editable | sed 's/^torch==\([0-9.]*\)+cpu/torch==\1/' \

@@ -100,3 +100,28 @@ def _host(uri: str) -> str:
 def _warn(line: str) -> None:
     sys.stderr.write(f"warning: {line}\n")
     sys.stderr.flush()
+
+
+def backfill(uri: str, run_id: str, history: list[dict[str, Any]]) -> int:
+    """Log every epoch metric of `history` that the run lacks; returns how many.
+
+    The controller's logger keeps metrics through an outage, but what was still pending
+    when training ended (the server restarting during the last epochs) ended with the
+    controller. The driver holds the whole history (from the last checkpoint), so it
+    fills the gaps once training is over; MLflow's client retries through a restart.
+    """
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    client, now = MlflowClient(tracking_uri=uri), int(time.time() * 1000)
+    keys = sorted({key for row in history for key in row if key not in NOT_LOGGED})
+    missing = []
+    for key in keys:
+        logged = {m.step for m in client.get_metric_history(run_id, key)}
+        for row in history:
+            value, step = row.get(key), int(row["epoch"])
+            if step not in logged and isinstance(value, int | float) and math.isfinite(value):
+                missing.append(Metric(key, float(value), now, step))
+    for start in range(0, len(missing), BATCH):
+        client.log_batch(run_id, metrics=missing[start : start + BATCH])
+    return len(missing)

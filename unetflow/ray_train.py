@@ -6,9 +6,11 @@ V2 requires. Rerunning with the same run name resumes from the latest checkpoint
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
+import re
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -33,12 +35,14 @@ from unet_core.data import read_manifest, store
 from unet_core.engine import (
     CHECKPOINT_FILE,
     CheckpointCadence,
+    CheckpointWriteError,
     EpochResult,
     Hooks,
     fit,
     load_checkpoint,
     save_checkpoint,
 )
+from unetflow.atomic_fs import atomic_local_filesystem
 from unetflow.builders import build_trainer, check_data, inference_spec
 from unetflow.config import ExperimentConfig, ScalingSettings
 from unetflow.errors import UsageError
@@ -281,9 +285,13 @@ def fit_with_ray(
         tracking: {"uri", "run_id"} of the MLflow run that the driver logs epoch metrics to.
     """
     check_data(cfg, data_dir)  # bad data fails here, before any worker starts
+    check_writable(storage_path)
     ensure_ray(num_cpus=None if os.environ.get("RAY_ADDRESS") else max(2, os.cpu_count() or 2))
     require_shared_storage(storage_path, cfg.checkpoint.storage_shared)
     path, filesystem = ray_storage(storage_path)
+    if filesystem is None and not is_remote(storage_path):
+        # Ray writes its run state in place: a full disk left it empty and unresumable.
+        filesystem = atomic_local_filesystem()
     monitor = cfg.train.early_stopping
     run_config = RunConfig(
         name=run_name,
@@ -304,6 +312,11 @@ def fit_with_ray(
     try:
         with ProgressDisplay(board):
             result = trainer.fit()
+    except ray.train.TrainingFailedError as err:
+        clear = _storage_error(err, storage_path)
+        if clear is None:
+            raise
+        raise clear from err
     finally:
         ray.kill(board)
     best = result.get_best_checkpoint(metric=monitor.monitor, mode=monitor.mode)
@@ -311,6 +324,43 @@ def fit_with_ray(
         raise RuntimeError(f"Ray run {run_name} reported no checkpoint; see its logs in {path}")
     best_metrics = next(m for c, m in result.best_checkpoints if c.path == best.path)
     return RayTrainOutcome(run_name, storage_path, best, best_metrics, _history(result))
+
+
+# A storage that cannot take a checkpoint: full, read-only, no permission, over quota.
+STORAGE_ERRNOS = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT)
+
+
+def check_writable(storage_path: str) -> None:
+    """Refuse a local checkpoint folder that cannot be written, before any worker starts."""
+    if is_remote(storage_path):
+        return
+    folder = Path(storage_path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        raise CheckpointWriteError(
+            f"checkpoint folder {storage_path} is not writable ({err.strerror}); set "
+            "checkpoint.storage_path to a writable folder or free space there"
+        ) from err
+
+
+def _storage_error(err: Exception, storage_path: str) -> CheckpointWriteError | None:
+    """One clear line when Ray Train failed because its storage refused a write.
+
+    Ray reports it as a controller or worker error whose text holds pyarrow's
+    `[Errno N]`; the checkpoints that were written before are intact (Ray registers a
+    checkpoint only after its upload completed), so a rerun resumes from the last one.
+    """
+    codes = {int(code) for code in re.findall(r"\[Errno (\d+)\]", str(err))}
+    code = next((c for c in STORAGE_ERRNOS if c in codes), None)
+    if code is None:
+        return None
+    return CheckpointWriteError(
+        f"cannot write checkpoints to {storage_path}: {os.strerror(code)}; free space or "
+        "make it writable, then rerun the same command: it resumes from the last checkpoint"
+    )
 
 
 def _history(result: ray.train.Result) -> list[dict[str, Any]]:

@@ -26,12 +26,38 @@ def ray_storage(storage_path: str) -> tuple[str, pyarrow.fs.FileSystem | None]:
     if endpoint is None:
         return storage_path, None
     scheme, _, host = endpoint.partition("://")
-    fs = pyarrow.fs.S3FileSystem(
+    fs = RetryingS3FileSystem(
         endpoint_override=host or scheme,
         scheme=scheme if host else "https",
         region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
     )
     return storage_path.removeprefix("s3://"), fs
+
+
+# The AWS SDK's default strategy waits 25 ms x 2^attempt between attempts: 11 attempts
+# ride out about 25 s of an endpoint being down per request (pyarrow's default: 3).
+S3_MAX_ATTEMPTS = 11
+
+
+class RetryingS3FileSystem(pyarrow.fs.S3FileSystem):
+    """An S3 filesystem that retries through an outage, also after Ray pickles it.
+
+    Ray ships the storage filesystem to every worker and to its controller, and pyarrow's
+    pickle drops `retry_strategy` (pyarrow 25): the workers uploaded checkpoints with the
+    3-attempt default, and an endpoint restart of a few seconds failed the run.
+    """
+
+    def __init__(self, **options: object) -> None:
+        strategy = pyarrow.fs.AwsDefaultS3RetryStrategy(max_attempts=S3_MAX_ATTEMPTS)
+        super().__init__(**options, retry_strategy=strategy)
+
+    def __reduce__(self) -> tuple:
+        _, (options,) = super().__reduce__()
+        return _retrying_s3, (options,)
+
+
+def _retrying_s3(options: dict) -> RetryingS3FileSystem:
+    return RetryingS3FileSystem(**options)
 
 
 def is_remote(path: str) -> bool:

@@ -28,6 +28,7 @@ from unetflow import datasets, evaluation, plots, tracking
 from unetflow import plan as plans
 from unetflow.builders import inference_spec, make_accumulator
 from unetflow.config import ExperimentConfig, tracked_params
+from unetflow.ray_tracking import backfill
 from unetflow.ray_train import RayTrainOutcome, fit_with_ray
 
 PER_IMAGE_ARTIFACT = "evaluation/test_per_image.json"
@@ -141,6 +142,7 @@ def train_and_register(
         tracking.log_dataset(data_dir, data_version)
         target = {"uri": mlflow.get_tracking_uri(), "run_id": run.info.run_id}
         outcome = fit_with_ray(cfg, data_dir, name, storage, tracking=target)
+        backfill(target["uri"], target["run_id"], outcome.history)  # what an outage held back
         model_uri, test_metrics = _evaluate_and_log_model(cfg, outcome, data_dir, run.info.run_id)
         dice = test_metrics.get("test_dice", float("nan"))
         reg = tracking.register(

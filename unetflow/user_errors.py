@@ -6,8 +6,14 @@ Kept apart from `errors.py` because it gathers types from modules that import th
 from __future__ import annotations
 
 from unet_core.data import DataError
+from unet_core.engine import CheckpointWriteError
 from unetflow.config import ConfigError
 from unetflow.errors import UsageError
 
 # Input that will not heal by retrying: the message says what to change.
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, UsageError)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    DataError,
+    UsageError,
+    CheckpointWriteError,
+)

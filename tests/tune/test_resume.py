@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from tests.faults.recorder import fault_record  # noqa: F401  (a fixture)
 from tune.mlflow_logging import SEARCH_TAG, child_runs
 from unetflow.tracking import tracking_uri
 from unetflow_cli.main import main
@@ -36,9 +37,15 @@ def _finished_children(uri: str, name: str) -> dict[str, str]:
 @pytest.mark.slow
 @pytest.mark.integration
 def test_killed_search_resumes_without_rerun_or_duplicates(
-    ray_local: None, prepared_dir: Path, project_dir: Path
+    ray_local: None,
+    prepared_dir: Path,
+    project_dir: Path,
+    fault_record,  # noqa: F811
 ) -> None:
     import ray
+
+    fault_record.fault = "Tune search driver SIGKILLed, then resumed"
+    fault_record.note = "Dice and work lost are not measured by this test"
 
     args = [
         "tune",
@@ -87,7 +94,9 @@ def test_killed_search_resumes_without_rerun_or_duplicates(
     before = {t: len(client.get_metric_history(r, "val_dice")) for t, r in finished.items()}
     assert all(n == 2 for n in before.values())
 
+    killed_at = time.monotonic()
     assert main(["tune", "--resume", NAME, "--project-dir", str(project_dir)]) == 0
+    fault_record.recover_s = round(time.monotonic() - killed_at, 1)  # the whole resume
 
     experiment_id = client.get_experiment_by_name("unetflow").experiment_id
     children = child_runs(uri, experiment_id, NAME)
@@ -103,3 +112,4 @@ def test_killed_search_resumes_without_rerun_or_duplicates(
         f"tags.`{SEARCH_TAG}` = '{NAME}' and tags.`unetflow.search_role` = 'parent'",
     )
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    fault_record.mark_survived()

@@ -3,6 +3,7 @@
 from unet_core.engine.cadence import CheckpointCadence
 from unet_core.engine.checkpoint import (
     CHECKPOINT_FILE,
+    CheckpointWriteError,
     capture_state,
     load_checkpoint,
     restore_state,
@@ -35,6 +36,7 @@ __all__ = [
     "CHECKPOINT_FILE",
     "EPOCH_METRICS",
     "CheckpointCadence",
+    "CheckpointWriteError",
     "EarlyStoppingConfig",
     "EpochResult",
     "FitResult",

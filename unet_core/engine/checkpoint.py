@@ -88,19 +88,66 @@ def _rng_bytes(rng: torch.Tensor) -> torch.Tensor:
     return rng.detach().to(device="cpu", dtype=torch.uint8)
 
 
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (full or read-only folder); the message names the
+    file and what to do, and the checkpoint that was there before is intact."""
+
+
 def save_checkpoint(state: dict, path: str | os.PathLike) -> Path:
-    """Write atomically: a crash mid-write never leaves a truncated checkpoint behind."""
+    """Write atomically and durably: a crash, a full disk or a read-only folder mid-write
+    never leaves a truncated checkpoint behind, and the previous one stays as it was.
+
+    The bytes go to a temporary file in the same folder, are flushed to disk (fsync), and
+    only then renamed over `path`; the folder is synced too, so the rename itself
+    survives a power loss (without it a crash can leave an empty file under the name).
+
+    Raises:
+        CheckpointWriteError: the folder is full, read-only or not writable.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
-    os.close(fd)
     try:
-        torch.save(state, tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".pt")
+    except OSError as err:
+        raise CheckpointWriteError(_write_failed(path, err)) from err
+    try:
+        with os.fdopen(fd, "wb") as out:
+            torch.save(state, out)
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(tmp, path)
+        _fsync_folder(path.parent)
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as RuntimeError
+        raise CheckpointWriteError(_write_failed(path, err)) from err
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _write_failed(path: Path, err: Exception) -> str:
+    if isinstance(err, OSError) and err.strerror:
+        reason = err.strerror  # "Read-only file system", "No space left on device", ...
+    else:
+        reason = "the write failed (is the disk full?)"
+    return (
+        f"cannot write checkpoint {path}: {reason}; free space or make the folder writable "
+        "(the previous checkpoint there is intact)"
+    )
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Persist a rename in `folder` (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a folder; the file itself is synced
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
