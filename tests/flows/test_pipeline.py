@@ -118,7 +118,7 @@ def test_train_flow_on_a_raw_folder_retrains_only_when_the_folder_changes(
     assert same.reused and same.report.run_id == first.report.run_id
 
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(raw / "images" / "s0.png")
-    edited = train(params)
+    edited = train(**params.parameters())
     assert not edited.reused and edited.report.run_id != first.report.run_id
     assert edited.data_version.startswith("folder-")
     assert edited.data_version != first.data_version
