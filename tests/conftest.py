@@ -85,16 +85,6 @@ def cli_training(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
-def cluster(prepared_dir: Path):
-    """A two-node loopback Ray cluster with S3 and an MLflow server, shared by the session's
-    cluster tests (`tests/support/cluster_session.py`)."""
-    from tests.support.cluster_session import cluster_session
-
-    with cluster_session(prepared_dir) as session:
-        yield session
-
-
-@pytest.fixture(scope="session")
 def ray_local():
     """One local Ray (2 CPUs, token auth, 127.0.0.1) shared by the session's Ray tests."""
     import ray

@@ -1,20 +1,29 @@
 """Multi-node Ray Train: a real head + worker cluster on 127.0.0.1 with token auth,
 one training worker per node, the prepared data and the checkpoints only in an S3 bucket
-(moto over HTTP): every worker streams its own patches from the bucket."""
+(moto over HTTP): every worker streams its own patches from the bucket. And
+`unetflow train --submit`: the driver is a Ray Job on that cluster, survives the death
+of the process that submitted it, and rerunning the command attaches to the job.
+
+One cluster (with S3 and an MLflow server on PostgreSQL) serves the module and is
+stopped with it, so no other test meets a second Ray instance on the machine."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.support.cluster_session import ClusterSession
+from tests.support.cluster_session import ClusterSession, cluster_session
 from unet_core.engine import load_checkpoint
+from unetflow import jobs
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -48,6 +57,13 @@ print("RESULT " + json.dumps({
 
 
 REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = str(Path(sys.executable).parent)
+
+
+@pytest.fixture(scope="module")
+def cluster(prepared_dir: Path):
+    with cluster_session(prepared_dir) as session:
+        yield session
 
 
 def _train_with_local_storage(env: dict[str, str], project: Path) -> subprocess.CompletedProcess:
@@ -124,3 +140,80 @@ def test_two_node_cluster_trains_from_s3_with_checkpoints_on_s3(
     state = load_checkpoint(local)  # weights_only=True
     assert state["epoch"] == result["best"]["epoch"]
     assert state["history"][-1]["val_dice"] == pytest.approx(result["best"]["val_dice"])
+
+
+def _argv(data_uri: str) -> list[str]:
+    sets = {
+        "data.path": data_uri,
+        "checkpoint.storage_path": "s3://ckpt/runs",
+        "train.epochs": 3,
+        "train.batch_size": 4,
+        "model.base_channels": 4,
+        "model.depth": 2,
+        "scaling.num_workers": 1,
+        "tracking.min_dice": 0,
+    }
+    argv = [os.path.join(VENV_BIN, "unetflow"), "train", "--submit"]
+    for key, value in sets.items():
+        argv += ["--set", f"{key}={value}"]
+    return argv
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.timeout(1200)
+def test_submitted_training_survives_the_submitter_and_rerun_attaches(
+    tmp_path: Path, cluster: ClusterSession
+) -> None:
+    data_uri, uri = cluster.data_uri, cluster.mlflow_uri
+    env = {**cluster.env(), "MLFLOW_TRACKING_URI": uri}
+    env.pop("PYTHONPATH", None)
+    workdir = tmp_path / "laptop"
+    workdir.mkdir()
+    first = subprocess.Popen(
+        _argv(data_uri),
+        env=env,
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    seen = []
+    for line in first.stdout:
+        seen.append(line)
+        if line.startswith("submitted Ray job"):
+            break
+    assert seen and seen[-1].startswith("submitted Ray job"), "".join(seen)[-3000:]
+    job_id = seen[-1].split()[3].rstrip(";")
+    # The laptop closes: the submitter dies while the job trains on the cluster.
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    time.sleep(2)
+    # Asked from a fresh process: this one may hold another cluster's Ray token.
+    probe = "from ray.job_submission import JobSubmissionClient as C; import sys; "
+    probe += "print(C().get_job_status(sys.argv[1]).value)"
+    status = subprocess.run(
+        [sys.executable, "-c", probe, job_id], env=env, capture_output=True, text=True
+    ).stdout.strip()
+    assert status in (*jobs.ACTIVE, "SUCCEEDED"), f"the job died with its submitter: {status}"
+    rerun = subprocess.run(
+        _argv(data_uri), env=env, cwd=workdir, capture_output=True, text=True, timeout=900
+    )
+    out = rerun.stdout + rerun.stderr
+    assert rerun.returncode == 0, out[-4000:]
+    assert f"attaching to Ray job {job_id}" in out
+    assert "=== unetflow job finished ===" in out  # the job's own summary, followed here
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], "attributes.status != ''"
+    )
+    trained = [r for r in runs if "val_dice" in r.data.metrics]
+    assert len(trained) == 1, [r.info.run_id for r in runs]  # one run, not two
+    assert trained[0].info.status == "FINISHED"
+    assert client.get_model_version_by_alias("unet-seg", "champion").run_id == (
+        trained[0].info.run_id
+    )
+    assert not list(workdir.rglob("*")), "the submitter wrote into its folder"

@@ -100,12 +100,13 @@ def test_ui_hint_follows_the_tracking_uri_the_user_set_before_the_flow(
     else:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", server)
 
-    def train_flow(params: object) -> TrainOutcome:
+    def train_flow(**parameters: object) -> TrainOutcome:
         # Training in-process calls mlflow.set_tracking_uri, which exports the variable.
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
         return _result(champion_version="1")
 
-    fake_params = SimpleNamespace(TrainParams=lambda **kw: kw)
+    # A flow takes its parameter model's top-level parameters (`flows.params.takes`).
+    fake_params = SimpleNamespace(TrainParams=lambda **kw: SimpleNamespace(parameters=lambda: kw))
     fake_flows = SimpleNamespace(train=train_flow)
     monkeypatch.setattr(run, "_flows", lambda: (fake_params, fake_flows))
     for name in ("dvc.yaml", "params.yaml"):  # checked before the flow starts
