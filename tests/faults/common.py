@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from unetflow.config import ExperimentConfig, parse_config
@@ -89,3 +92,17 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 300) -> A
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.2)
     return value
+
+
+def run_driver(
+    config_json: str, data: str, name: str, storage: str, env: dict, cwd: Path
+) -> subprocess.CompletedProcess:
+    """`tests.faults.driver` in its own process (its own Ray client); see that module."""
+    return subprocess.run(
+        [sys.executable, "-m", "tests.faults.driver", config_json, data, name, storage],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

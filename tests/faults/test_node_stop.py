@@ -10,7 +10,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from tests.faults.common import (
     Background,
     fit_config,
     intervals_lost,
+    run_driver,
     wait_for,
 )
 from tests.support.ray_cluster import _node_alive, _start_node, ray_cluster
@@ -49,15 +49,7 @@ def _config(max_failures: int) -> str:
 
 
 def _driver(env: dict, cwd: Path, data: Path, name: str, max_failures: int):
-    args = [_config(max_failures), str(data), name, f"s3://{BUCKET}/runs"]
-    return subprocess.run(
-        [sys.executable, "-m", "tests.faults.driver", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    return run_driver(_config(max_failures), str(data), name, f"s3://{BUCKET}/runs", env, cwd)
 
 
 def _result(proc: subprocess.CompletedProcess) -> dict:

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.faults.common import DICE_TOLERANCE, EPOCHS, Background, fit_config, wait_for
+from tests.faults.common import (
+    DICE_TOLERANCE,
+    EPOCHS,
+    Background,
+    fit_config,
+    run_driver,
+    wait_for,
+)
 from tests.support.ray_cluster import ray_cluster
 from tests.support.s3 import OutageProxy, S3Endpoint, s3_server
 from unet_core.engine import load_checkpoint
@@ -45,21 +50,9 @@ def test_checkpoint_uploads_retry_through_an_s3_outage(
         via_proxy = {**s3.env(), "AWS_ENDPOINT_URL": proxy.url, "AWS_ENDPOINT_URL_S3": proxy.url}
         with ray_cluster(env=via_proxy) as cluster:
             env = {**os.environ, **via_proxy, **cluster.env(), "PYTHONPATH": str(REPO)}
-            args = [
-                cfg.model_dump_json(),
-                str(prepared_dir),
-                "s3outage",
-                cfg.checkpoint.storage_path,
-            ]
+            args = [cfg.model_dump_json(), str(prepared_dir), "s3outage"]
             driver = Background(
-                lambda: subprocess.run(
-                    [sys.executable, "-m", "tests.faults.driver", *args],
-                    env=env,
-                    cwd=tmp_path,
-                    capture_output=True,
-                    text=True,
-                    timeout=600,
-                )
+                lambda: run_driver(*args, cfg.checkpoint.storage_path, env, tmp_path)
             )
             wait_for(lambda: _keys(s3), "the first checkpoint in the bucket")
             proxy.down()

@@ -15,13 +15,12 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.support.mlflow_server import _enter_together, mlflow_server
-from tests.support.postgres import create_database, postgres_server
+from tests.support.mlflow_server import mlflow_services
 from tests.support.ray_cluster import RayCluster, ray_cluster
-from tests.support.s3 import S3Endpoint, s3_server
+from tests.support.s3 import S3Endpoint
 
 VENV_BIN = str(Path(sys.executable).parent)
-BUCKETS = ("datasets", "ckpt", "mlflow")
+BUCKETS = ("datasets", "ckpt")  # and "mlflow", the tracking server's own
 
 
 @dataclass(frozen=True)
@@ -41,12 +40,10 @@ def cluster_session(prepared: Path) -> Iterator[ClusterSession]:
     """Each node has one `trainer` slot (so STRICT_SPREAD puts a rank on each) and 2 CPUs,
     S3 credentials and the project installed (`unetflow` on PATH), as a cluster image would."""
     with ExitStack() as stack:
-        pg, s3 = _enter_together(stack, postgres_server(), s3_server())
+        uri, s3 = stack.enter_context(mlflow_services("mlflow"))
         for bucket in BUCKETS:
             s3.create_bucket(bucket)
         data_uri = s3.upload_folder(prepared, "datasets", "tiny/prepared")
-        store = create_database(pg, "mlflow").replace("postgresql://", "postgresql+psycopg://", 1)
-        uri = stack.enter_context(mlflow_server(store, "s3://mlflow/", env=s3.env()))
         node_env = {**s3.env(), "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
         slot = {"trainer": 1}
         cluster = stack.enter_context(ray_cluster(slot, slot, cpus_per_node=2, env=node_env))

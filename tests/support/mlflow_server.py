@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tests.support.net import free_port, http_ok, wait_until
 from tests.support.postgres import create_database, postgres_server
-from tests.support.s3 import s3_server
+from tests.support.s3 import S3Endpoint, s3_server
 
 
 @contextmanager
@@ -122,12 +122,20 @@ def _enter_together(stack: ExitStack, *managers: AbstractContextManager) -> list
 
 
 @contextmanager
-def mlflow_stack(bucket: str = "mlflow") -> Iterator[str]:
-    """PostgreSQL + S3 (moto) + `mlflow server`; yields the tracking URI."""
+def mlflow_services(bucket: str = "mlflow") -> Iterator[tuple[str, S3Endpoint]]:
+    """PostgreSQL + S3 (moto) + `mlflow server` with its artifacts in `bucket`; yields the
+    tracking URI and the S3 endpoint (for more buckets)."""
     with ExitStack() as stack:
         pg, s3 = _enter_together(stack, postgres_server(), s3_server())
         # The driver named: SQLAlchemy 2.0 reads plain postgresql:// as psycopg2, which is
         # not installed (psycopg 3 is).
         store = create_database(pg, "mlflow").replace("postgresql://", "postgresql+psycopg://", 1)
         s3.create_bucket(bucket)
-        yield stack.enter_context(mlflow_server(store, f"s3://{bucket}/", env=s3.env()))
+        yield stack.enter_context(mlflow_server(store, f"s3://{bucket}/", env=s3.env())), s3
+
+
+@contextmanager
+def mlflow_stack(bucket: str = "mlflow") -> Iterator[str]:
+    """PostgreSQL + S3 (moto) + `mlflow server`; yields the tracking URI."""
+    with mlflow_services(bucket) as (uri, _):
+        yield uri

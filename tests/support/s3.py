@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import subprocess
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 from tests.support.net import free_port, port_open, stop, wait_until
 
@@ -80,6 +82,16 @@ def s3_server() -> Iterator[S3Endpoint]:
     finally:
         stop(proc)
         log.unlink(missing_ok=True)
+
+
+@contextmanager
+def s3_server_in_env(*buckets: str) -> Iterator[S3Endpoint]:
+    """`s3_server` with its credentials and endpoint in `os.environ` (restored after), as
+    users pass them, and `buckets` created."""
+    with s3_server() as server, mock.patch.dict(os.environ, server.env()):
+        for bucket in buckets:
+            server.create_bucket(bucket)
+        yield server
 
 
 class OutageProxy:

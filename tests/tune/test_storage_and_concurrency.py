@@ -43,12 +43,9 @@ def test_adaptive_search_takes_what_fits_or_no_cap_when_nothing_fits_yet() -> No
 
 @pytest.mark.integration
 def test_state_file_round_trips_through_a_real_s3_endpoint() -> None:
-    from tests.support.s3 import s3_server
+    from tests.support.s3 import s3_server_in_env
 
-    with s3_server() as s3, pytest.MonkeyPatch.context() as mp:
-        for key, value in s3.env().items():
-            mp.setenv(key, value)
-        s3.create_bucket("searches")
+    with s3_server_in_env("searches") as s3:
         uri = join("s3://searches/tune", "hpo.unetflow_search.json")
         assert read_text(uri) is None
         write_text(uri, '{"ok": 1}')

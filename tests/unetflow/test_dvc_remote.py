@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.s3 import OutageProxy, S3Endpoint, s3_server
+from tests.support.s3 import OutageProxy, S3Endpoint, s3_server_in_env
 from unetflow import dvc_data
 from unetflow.errors import UsageError
 from unetflow_cli.main import main as cli_main
@@ -22,10 +22,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture
 def endpoint() -> Iterator[S3Endpoint]:
     # Credentials only in the environment, as for users; never in .dvc/config*.
-    with s3_server() as server, pytest.MonkeyPatch.context() as env:
-        for key, value in server.env().items():
-            env.setenv(key, value)
-        server.create_bucket("dvc")
+    with s3_server_in_env("dvc") as server:
         yield server
 
 

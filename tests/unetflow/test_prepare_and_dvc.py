@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.support.s3 import S3Endpoint, s3_server
+from tests.support.s3 import S3Endpoint, s3_server_in_env
 from unet_core.data import load_split_with_stems, read_manifest
 from unetflow import dvc_data
 from unetflow.ingest import main as ingest_main
@@ -198,10 +198,7 @@ def test_dvc_pipeline_reruns_only_what_changed(project_dir: Path) -> None:
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[S3Endpoint]:
     """One moto server for the module; credentials reach ingest from the environment."""
-    with s3_server() as server, pytest.MonkeyPatch.context() as env:
-        for key, value in server.env().items():
-            env.setenv(key, value)
-        server.create_bucket("sources")
+    with s3_server_in_env("sources") as server:
         yield server
 
 

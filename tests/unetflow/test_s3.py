@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.s3 import OutageProxy, S3Endpoint, s3_server
+from tests.support.s3 import OutageProxy, S3Endpoint, s3_server_in_env
 from unetflow import s3
 from unetflow.errors import UsageError
 
@@ -21,10 +21,7 @@ FAST = s3.RetryPolicy(deadline_s=20.0, initial_s=0.2, max_backoff_s=1.0)
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[S3Endpoint]:
     # Credentials reach unetflow.s3 the way they reach users: from the environment.
-    with s3_server() as server, pytest.MonkeyPatch.context() as env:
-        for key, value in server.env().items():
-            env.setenv(key, value)
-        server.create_bucket("raw")
+    with s3_server_in_env("raw") as server:
         yield server
 
 
