@@ -42,7 +42,6 @@ from unet_core.engine import (
     load_checkpoint,
     save_checkpoint,
 )
-from unetflow.atomic_fs import atomic_local_filesystem
 from unetflow.builders import build_trainer, check_data, inference_spec
 from unetflow.config import ExperimentConfig, ScalingSettings
 from unetflow.errors import UsageError
@@ -289,9 +288,6 @@ def fit_with_ray(
     ensure_ray(num_cpus=None if os.environ.get("RAY_ADDRESS") else max(2, os.cpu_count() or 2))
     require_shared_storage(storage_path, cfg.checkpoint.storage_shared)
     path, filesystem = ray_storage(storage_path)
-    if filesystem is None and not is_remote(storage_path):
-        # Ray writes its run state in place: a full disk left it empty and unresumable.
-        filesystem = atomic_local_filesystem()
     monitor = cfg.train.early_stopping
     run_config = RunConfig(
         name=run_name,

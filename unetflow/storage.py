@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pyarrow.fs
 
+from unetflow.atomic_fs import atomic_local_filesystem
+
 
 def s3_endpoint() -> str | None:
     """The S3 endpoint from the standard AWS variables (None: AWS itself)."""
@@ -18,10 +20,12 @@ def ray_storage(storage_path: str) -> tuple[str, pyarrow.fs.FileSystem | None]:
 
     `s3://bucket/prefix` with a custom endpoint (MinIO, Ceph, moto) needs an explicit
     pyarrow filesystem; credentials come from the environment or AWS profiles, never
-    from configuration files.
+    from configuration files. A local folder gets a filesystem whose writes are whole or
+    absent: Ray Train and Tune write their run state in place, and a full disk left it
+    empty and unresumable.
     """
     if not storage_path.startswith("s3://"):
-        return str(Path(storage_path).resolve()), None
+        return str(Path(storage_path).resolve()), atomic_local_filesystem()
     endpoint = s3_endpoint()
     if endpoint is None:
         return storage_path, None
