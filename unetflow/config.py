@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from unet_core.augment import AugmentConfig
+from unet_core.data.node_cache import DEFAULT_NODE_CACHE_GB
 from unet_core.data.normalization import Normalization
 from unet_core.data.streaming import FOREGROUND_FRACTION
 from unet_core.engine import OptimConfig, SchedulerConfig, TrainConfig
@@ -70,11 +71,34 @@ class DataConfig(_Frozen):
     cache_mb: float = Field(
         256, gt=0, description="per-process LRU of decoded cases, MB (bounds worker memory)"
     )
+    node_cache_dir: str | None = Field(
+        None,
+        description="local folder where each node keeps the cases it read from s3://, "
+        "shared by its workers; none: <system temp>/unetflow-node-cache-<uid> on each node",
+    )
+    node_cache_gb: float = Field(
+        DEFAULT_NODE_CACHE_GB,
+        ge=0,
+        description="bound of the node cache on each node's disk, GB; 0 turns it off "
+        "(every worker then reads from storage)",
+    )
     normalization: Normalization = Field(
         Normalization(),
         description="intensity normalisation: dataset (train mean/std), per_image, or ct "
         "(clip window + foreground mean/std); the plan picks it from the data",
     )
+
+    @field_validator("node_cache_dir")
+    @classmethod
+    def _local_folder(cls, value: str | None) -> str | None:
+        # The cache is node-local by design: a URI or a relative path (which would land
+        # in each worker's own working folder) is refused here, before any worker starts.
+        if value is not None and ("://" in value or not Path(value).is_absolute()):
+            raise ValueError(
+                f"node_cache_dir {value!r} must be an absolute local folder, "
+                "e.g. /local_nvme/unetflow-cache"
+            )
+        return value
 
 
 class ScalingSettings(_Frozen):
