@@ -71,6 +71,12 @@ class DataConfig(_Frozen):
     cache_mb: float = Field(
         256, gt=0, description="per-process LRU of decoded cases, MB (bounds worker memory)"
     )
+    target_spacing: tuple[float, ...] | None = Field(
+        None,
+        description="voxel size per spatial axis a raw data.path folder is resampled to "
+        "when prepared on the fly (images linear, masks nearest); a prepared set must have "
+        "been prepared with the same one. None: keep each case's own spacing",
+    )
     node_cache_dir: str | None = Field(
         None,
         description="local folder where each node keeps the cases it read from s3://, "
@@ -236,6 +242,12 @@ class ExperimentConfig(_Frozen):
                 f"data.patch_size {list(patch)} needs {dims} positive sizes for a "
                 f"{dims}D model; set one size per spatial axis"
             )
+        target = self.data.target_spacing
+        if target is not None and (len(target) != dims or min(target) <= 0):
+            raise ValueError(
+                f"data.target_spacing {list(target)} needs {dims} positive voxel sizes for "
+                f"a {dims}D model (in the images' units, e.g. mm), or null"
+            )
         if patch is None and self.train.steps_per_epoch is not None:
             raise ValueError(
                 "train.steps_per_epoch applies to patch training; set data.patch_size "
@@ -259,8 +271,16 @@ class ExperimentConfig(_Frozen):
 
     def fingerprint(self, *extra: str) -> str:
         """A short stable hash of the config (and extra inputs such as the data version)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True) + "|".join(extra)
+        blob = json.dumps(self.model_dump(mode="json", exclude=_NOT_FINGERPRINTED), sort_keys=True)
+        if self.data.target_spacing is not None:  # unset: the hash of configs before it
+            blob += json.dumps(self.data.target_spacing)
+        blob += "|".join(extra)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+# Where a node caches data changes nothing a run computes: a run moved to nodes with
+# other disks still resumes. target_spacing joins the hash only when set.
+_NOT_FINGERPRINTED = {"data": {"node_cache_dir", "node_cache_gb", "target_spacing"}}
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:

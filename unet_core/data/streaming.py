@@ -168,7 +168,9 @@ class PatchStream(IterableDataset[Item]):
         image, mask = cache.read(case, window)
         own = case_stats(case) if self.norm.mode == "per_image" else None
         image = normalize_image(np.asarray(image), self.norm, own)
-        pad = [(a - s, s + p - b) for s, a, b, p in zip(start, low, high, self.patch_size, strict=True)]
+        pad = [
+            (a - s, s + p - b) for s, a, b, p in zip(start, low, high, self.patch_size, strict=True)
+        ]
         if any(before or after for before, after in pad):
             image = np.pad(image, [(0, 0), *pad])
             mask = np.pad(mask, pad)
