@@ -172,16 +172,66 @@ def _flock(path: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def remote_files(fs: Any, folder: str) -> dict[str, int]:
+def cached_array(
+    cache: NodeCache,
+    key: str,
+    name: str,
+    remote: tuple[Any, str],
+    check: Callable[[Any], None],
+    where: str,
+) -> Any | None:
+    """The zarr array ``name`` of the case stored under ``key``, from the node cache.
+
+    On a miss the case's folder ``remote = (fsspec filesystem, path)`` is downloaded and
+    ``check(zip_store)`` must accept it (raise `DataError` otherwise) before any process
+    may read it. Returns None for a case too large to cache (read it from storage).
+
+    Raises:
+        DataError: storage failed (named by ``where``) or ``check`` refused the content.
+        OSError: the local disk failed (full, unwritable): the caller may read remotely.
+    """
+    import zarr
+    from zarr.storage import ZipStore
+
+    for _ in range(2):  # a file evicted between lookup and open is filled again
+        path = cache.lookup(key)
+        if path is None:
+            fs, folder = remote
+            files = _remote_files(fs, folder, where)
+            size = sum(files.values())
+            if not cache.admits(key, size):
+                return None
+
+            def write(tmp: Path, fs: Any = fs, folder: str = folder, files: Any = files) -> None:
+                _download_zip(fs, folder, files, tmp, where)
+                with ZipStore(tmp, mode="r") as zipped:
+                    check(zipped)
+
+            path = cache.fill(key, size, write)
+        try:
+            return zarr.open_array(store=ZipStore(path, mode="r"), path=name, mode="r")
+        except FileNotFoundError:
+            continue
+    raise DataError(cache.path(key), "evicted twice while opening; raise data.node_cache_gb")
+
+
+def _remote_files(fs: Any, folder: str, where: str) -> dict[str, int]:
     """Object path -> size of everything under a remote folder (one listing)."""
-    return {path: int(info["size"]) for path, info in fs.find(folder, detail=True).items()}
+    try:
+        found = fs.find(folder, detail=True)
+    except Exception as err:  # a failed request: storage's problem, not the disk's
+        raise DataError(where, f"cannot list case ({type(err).__name__}: {err})") from err
+    if not found:
+        raise DataError(where, "case not found in storage")
+    return {path: int(info["size"]) for path, info in found.items()}
 
 
-def download_zip(fs: Any, folder: str, files: dict[str, int], dest: Path) -> None:
+def _download_zip(fs: Any, folder: str, files: dict[str, int], dest: Path, where: str) -> None:
     """Write the objects under ``folder`` into a ZIP at ``dest``, named relative to it.
 
     Objects are fetched a batch at a time (concurrently by async file systems such as
-    s3fs) and stored uncompressed: zarr chunks are compressed already."""
+    s3fs) and stored uncompressed: zarr chunks are compressed already. Storage errors
+    raise `DataError`; local write errors stay `OSError`."""
     import zipfile
 
     names = sorted(files)
@@ -189,6 +239,10 @@ def download_zip(fs: Any, folder: str, files: dict[str, int], dest: Path) -> Non
     with zipfile.ZipFile(dest, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
         for start in range(0, len(names), DOWNLOAD_BATCH):
             batch = names[start : start + DOWNLOAD_BATCH]
-            blobs = fs.cat(batch, on_error="raise")
+            try:
+                blobs = fs.cat(batch, on_error="raise")
+            except Exception as err:
+                problem = f"cannot download case ({type(err).__name__}: {err})"
+                raise DataError(where, problem) from err
             for name in batch:
                 archive.writestr(name.removeprefix(prefix), blobs[name])

@@ -22,8 +22,10 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -33,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from unet_core.data import store as st
 from unet_core.data.errors import DataError
-from unet_core.data.node_cache import NodeCache, download_zip, remote_files
+from unet_core.data.node_cache import NodeCache, cached_array
 from unet_core.data.normalization import Normalization, normalize_batch, normalize_image
 
 MANIFEST = "manifest.json"
@@ -257,51 +259,38 @@ class PreparedStore:
         """The array from the node cache (filled on a miss), or None when not cached."""
         if self.node_cache is None or stem in self._uncacheable:
             return None
+        where = case_dir(self.root, stem)
+        remote = st.filesystem(where, self.options)
+        check = functools.partial(self._check_download, stem)
+        key = self.case(stem).sha256
+        try:
+            handle = cached_array(self.node_cache, key, name, remote, check, where)
+        except OSError as err:  # the local disk, not the data: read from storage instead
+            warnings.warn(
+                f"node cache {self.node_cache.root} unusable ({type(err).__name__}: {err}); "
+                f"reading {self.root} from storage",
+                stacklevel=2,
+            )
+            self.node_cache = None
+            return None
+        if handle is None:
+            self._uncacheable.add(stem)
+        return handle
+
+    def _check_download(self, stem: str, zipped: Any) -> None:
+        """A downloaded case holds what the manifest says it holds (content sha256)."""
         import zarr
-        from zarr.storage import ZipStore
 
-        cache, key = self.node_cache, self.case(stem).sha256
-        for _ in range(2):  # a file evicted between lookup and open is filled again
-            path = cache.lookup(key)
-            if path is None:
-                fs, folder = st.filesystem(case_dir(self.root, stem), self.options)
-                files = remote_files(fs, folder)
-                if not cache.admits(key, sum(files.values())):
-                    self._uncacheable.add(stem)
-                    return None
-                path = cache.fill(
-                    key, sum(files.values()), self._downloader(stem, fs, folder, files)
-                )
-            try:
-                return zarr.open_array(store=ZipStore(path, mode="r"), path=name, mode="r")
-            except FileNotFoundError:
-                continue
-        raise DataError(
-            str(cache.path(key)), "evicted twice while opening; raise data.node_cache_gb"
-        )
-
-    def _downloader(self, stem: str, fs: Any, folder: str, files: dict[str, int]):
-        """Writes a case into a temp ZIP and checks its content hash before it is used."""
-
-        def write(tmp: Path) -> None:
-            import zarr
-            from zarr.storage import ZipStore
-
-            try:
-                download_zip(fs, folder, files, tmp)
-                with ZipStore(tmp, mode="r") as zipped:
-                    image = zarr.open_array(store=zipped, path="image", mode="r")[...]
-                    mask = zarr.open_array(store=zipped, path="mask", mode="r")[...]
-            except Exception as err:  # a failed request, a chunk failing its crc32c
-                problem = f"cannot download case ({type(err).__name__}: {err})"
-                raise DataError(case_dir(self.root, stem), problem) from err
-            if content_sha256(image, mask) != self.case(stem).sha256:
-                raise DataError(
-                    case_dir(self.root, stem),
-                    f"downloaded content differs from the manifest's sha256; {REPREPARE}",
-                )
-
-        return write
+        where = case_dir(self.root, stem)
+        try:
+            image = np.asarray(zarr.open_array(store=zipped, path="image", mode="r")[...])
+            mask = np.asarray(zarr.open_array(store=zipped, path="mask", mode="r")[...])
+        except Exception as err:  # a chunk failing its crc32c, a truncated object
+            problem = f"cannot read downloaded case ({type(err).__name__}: {err}); {REPREPARE}"
+            raise DataError(where, problem) from err
+        if content_sha256(image, mask) != self.case(stem).sha256:
+            problem = f"downloaded content differs from the manifest's sha256; {REPREPARE}"
+            raise DataError(where, problem)
 
     def case(self, stem: str) -> Case:
         """The manifest record of ``stem`` (constant time)."""

@@ -163,7 +163,7 @@ def test_partial_or_corrupt_downloads_are_never_used(
     client = s3.client()
     listing = client.list_objects_v2(Bucket=BUCKET, Prefix="corrupt/cases/n2.zarr/image/c/")
     client.put_object(Bucket=BUCKET, Key=listing["Contents"][0]["Key"], Body=b"not zstd")
-    with pytest.raises(DataError, match=r"n2\.zarr.*cannot download"):
+    with pytest.raises(DataError, match=r"n2\.zarr.*cannot read downloaded case"):
         store.load_case("n2")
     assert not (folder / f"{bad}.zip").exists()
     assert [p.name for p in folder.glob(f"{TMP}{bad}*")] == []
@@ -182,3 +182,12 @@ def test_cases_above_a_quarter_of_the_bound_stream_from_storage(uri: str, tmp_pa
     image, _ = store.load_case("n3", verify=True)
     assert image.shape == (1, *SHAPES[3])
     assert cache.misses == 0 and cache.entries() == []
+
+
+def test_an_unusable_cache_folder_falls_back_to_storage(uri: str, tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    cache = NodeCache(tmp_path / "a-file" / "cache", 10**8)  # cannot be created
+    store = PreparedStore(uri, node_cache=cache)
+    with pytest.warns(UserWarning, match="node cache .* unusable"):
+        image, _ = store.load_case("n0", verify=True)
+    assert image.shape == (1, *SHAPES[0]) and store.node_cache is None
