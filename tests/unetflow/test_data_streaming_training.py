@@ -126,11 +126,11 @@ def test_40_nifti_volumes_prepare_train_and_predict_in_each_inputs_geometry(
         assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
 
 
-def _history(data: str | Path) -> list[dict[str, float]]:
+def _history(data: str | Path, node_cache: Path) -> list[dict[str, float]]:
     cfg = parse_config(
         {
             "model": {"preset": "unet", "base_channels": 4, "depth": 2},
-            "data": {"patch_size": [16, 16]},
+            "data": {"patch_size": [16, 16], "node_cache_dir": str(node_cache)},
             "train": {"epochs": 2, "batch_size": 4, "steps_per_epoch": 2, "seed": 5},
         }
     )
@@ -140,16 +140,19 @@ def _history(data: str | Path) -> list[dict[str, float]]:
 
 @pytest.mark.integration
 def test_same_seed_same_metrics_from_a_folder_and_from_s3(
-    prepared_dir: Path, monkeypatch: pytest.MonkeyPatch
+    prepared_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    local = _history(prepared_dir)
+    cache = tmp_path / "node-cache"  # empty: the S3 run downloads every case it reads
+    local = _history(prepared_dir, cache)
+    assert not cache.exists()  # a local data set is read in place
     with s3_server() as s3:
         for key, value in s3.env().items():
             monkeypatch.setenv(key, value)
         s3.create_bucket("datasets")
         uri = s3.upload_folder(prepared_dir, "datasets", "tiny/prepared")
-        remote = _history(uri)
+        remote = _history(uri, cache)
     assert remote == local and len(local) == 2
+    assert len(list(cache.glob("*.zip"))) > 0  # the workers read through the node cache
 
 
 MEASURE = r"""
