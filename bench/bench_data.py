@@ -11,7 +11,10 @@ Prints two markdown tables and writes them to ``bench/results/data_cpu.md``
   disk and from an S3 endpoint (a moto server on 127.0.0.1), each with the default
   cache (`data.cache_mb`, 256 MiB: the data set fits; measured once the first pass has
   filled it, whose time is given) and a 1 MiB cache (no case fits, so every patch reads
-  its chunks from storage, as for volumes larger than the cache: the worst case). One
+  its chunks from storage, as for volumes larger than the cache: the worst case); and
+  from S3 through the node cache (`data.node_cache_gb`) with the 1 MiB process cache,
+  cold (an empty cache folder: the first pass downloads the cases) and warm (a second
+  stream on the same folder, as another process of the node would read it). One
   stream is one process: what a CPU worker runs (no DataLoader workers there); on CUDA
   each rank runs up to 4 such processes. Goal: every loader row >= 2x the patches the
   step rate consumes. Preparation throughput in cases/s with 1 and 2 processes, wall
@@ -47,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.support.s3 import s3_server  # noqa: E402
 from unet_core.data import PatchStream, generate_synthetic  # noqa: E402
+from unet_core.data.node_cache import NodeCache  # noqa: E402
 from unetflow.builders import build_trainer  # noqa: E402
 from unetflow.config import parse_config  # noqa: E402
 from unetflow.data_params import DataParams  # noqa: E402
@@ -88,10 +92,14 @@ def startup_s() -> float:
     return time.perf_counter() - started
 
 
-def loader_rate(uri: str, seconds: float, cache_mb: float) -> tuple[float, float]:
+def loader_rate(
+    uri: str, seconds: float, cache_mb: float, node_cache: NodeCache | None = None
+) -> tuple[float, float]:
     """(patches/s, seconds of the first pass) of one worker's stream. With a cache that
     holds the data set, the first pass (3 patches per train case) fills it, untimed."""
-    stream = PatchStream(uri, "train", PATCH, samples=10**6, cache_mb=cache_mb)
+    stream = PatchStream(
+        uri, "train", PATCH, samples=10**6, cache_mb=cache_mb, node_cache=node_cache
+    )
     patches = iter(stream)
     started = time.perf_counter()
     for _ in range(3 * len(stream.cases) if cache_mb > SMALL_CACHE_MB else 1):
@@ -231,6 +239,42 @@ def rate_rows(root: Path, n: int, seconds: float, steps: int) -> list[tuple[str,
                         f"{rate / need:.1f}x the step rate ({ok} 2x); {warm} {first:.1f} s",
                     )
                 )
+        rows += node_cache_rows(uri, root / "node-cache", seconds, need)
+    return rows
+
+
+def node_cache_rows(
+    uri: str, folder: Path, seconds: float, need: float
+) -> list[tuple[str, str, str]]:
+    """S3 through the node cache with the 1 MiB process cache (every patch reads chunks):
+    cold (an empty folder: the first patches download their cases) and warm (a new
+    stream, as another process of the node: every case is on local disk)."""
+    rows = []
+    cold_cache = NodeCache(folder, 10**10)
+    stream = PatchStream(
+        uri, "train", PATCH, samples=10**6, cache_mb=SMALL_CACHE_MB, node_cache=cold_cache
+    )
+    n = 3 * len(stream.cases)  # most cases are drawn, so this pass downloads them
+    started = time.perf_counter()
+    patches = iter(stream)
+    for _ in range(n):
+        next(patches)
+    cold = n / (time.perf_counter() - started)
+    warm_cache = NodeCache(folder, 10**10)
+    warm, _ = loader_rate(uri, seconds, SMALL_CACHE_MB, warm_cache)
+    counts = {
+        "cold": (cold, f"first {n} patches, {cold_cache.misses} cases downloaded"),
+        "warm": (warm, f"another process: {warm_cache.misses} downloads"),
+    }
+    for name, (rate, what) in counts.items():
+        ok = "meets" if rate >= 2 * need else "MISSES"
+        rows.append(
+            (
+                f"loader, S3 + node cache {name}, cache {SMALL_CACHE_MB} MiB",
+                f"{rate:.0f} patches/s",
+                f"{rate / need:.1f}x the step rate ({ok} 2x); {what}",
+            )
+        )
     return rows
 
 

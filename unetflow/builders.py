@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from unet_core.augment import BatchAugmenter
 from unet_core.data import DataError, Manifest, PreparedDataset, read_manifest
+from unet_core.data.node_cache import NodeCache
 from unet_core.data.prepared import normalization_for
 from unet_core.data.streaming import PatchStream
 from unet_core.engine import Schedule, Trainer, build_optimizer
@@ -98,13 +99,24 @@ def make_loaders(
         "multiprocessing_context": "spawn" if workers > 0 else None,
     }
     norm = cfg.data.normalization
+    cache = node_cache(cfg)
     val_set = PreparedDataset(
-        data, "val", options=options, cache_mb=cfg.data.cache_mb / 2, normalization=norm
+        data,
+        "val",
+        options=options,
+        cache_mb=cfg.data.cache_mb / 2,
+        normalization=norm,
+        node_cache=cache,
     )
     val_sampler = ShardSampler(len(val_set), rank, world_size)
     if cfg.data.patch_size is None:
         train_set = PreparedDataset(
-            data, "train", options=options, cache_mb=cfg.data.cache_mb, normalization=norm
+            data,
+            "train",
+            options=options,
+            cache_mb=cfg.data.cache_mb,
+            normalization=norm,
+            node_cache=cache,
         )
         if not train_set.manifest.uniform_shape:
             raise DataError(
@@ -141,7 +153,18 @@ def patch_stream(
         cache_mb=cfg.data.cache_mb,
         options=options,
         normalization=cfg.data.normalization,
+        node_cache=node_cache(cfg),
     )
+
+
+def node_cache(cfg: ExperimentConfig) -> NodeCache | None:
+    """The node's shared disk cache of remote cases (None when `node_cache_gb` is 0).
+
+    Built on the worker: a None folder resolves to that node's temp dir, not the
+    driver's. A local data set ignores it (it is read in place)."""
+    if cfg.data.node_cache_gb <= 0:
+        return None
+    return NodeCache(cfg.data.node_cache_dir, int(cfg.data.node_cache_gb * 1e9))
 
 
 def sliding_window_infer(patch: tuple[int, ...]):

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from unet_core.augment import AugmentConfig
+from unet_core.data.node_cache import DEFAULT_NODE_CACHE_GB
 from unet_core.data.normalization import Normalization
 from unet_core.data.streaming import FOREGROUND_FRACTION
 from unet_core.engine import OptimConfig, SchedulerConfig, TrainConfig
@@ -70,11 +71,40 @@ class DataConfig(_Frozen):
     cache_mb: float = Field(
         256, gt=0, description="per-process LRU of decoded cases, MB (bounds worker memory)"
     )
+    target_spacing: tuple[float, ...] | None = Field(
+        None,
+        description="voxel size per spatial axis a raw data.path folder is resampled to "
+        "when prepared on the fly (images linear, masks nearest); a prepared set must have "
+        "been prepared with the same one. None: keep each case's own spacing",
+    )
+    node_cache_dir: str | None = Field(
+        None,
+        description="local folder where each node keeps the cases it read from s3://, "
+        "shared by its workers; none: <system temp>/unetflow-node-cache-<uid> on each node",
+    )
+    node_cache_gb: float = Field(
+        DEFAULT_NODE_CACHE_GB,
+        ge=0,
+        description="bound of the node cache on each node's disk, GB; 0 turns it off "
+        "(every worker then reads from storage)",
+    )
     normalization: Normalization = Field(
         Normalization(),
         description="intensity normalisation: dataset (train mean/std), per_image, or ct "
         "(clip window + foreground mean/std); the plan picks it from the data",
     )
+
+    @field_validator("node_cache_dir")
+    @classmethod
+    def _local_folder(cls, value: str | None) -> str | None:
+        # The cache is node-local by design: a URI or a relative path (which would land
+        # in each worker's own working folder) is refused here, before any worker starts.
+        if value is not None and ("://" in value or not Path(value).is_absolute()):
+            raise ValueError(
+                f"node_cache_dir {value!r} must be an absolute local folder, "
+                "e.g. /local_nvme/unetflow-cache"
+            )
+        return value
 
 
 class ScalingSettings(_Frozen):
@@ -212,6 +242,12 @@ class ExperimentConfig(_Frozen):
                 f"data.patch_size {list(patch)} needs {dims} positive sizes for a "
                 f"{dims}D model; set one size per spatial axis"
             )
+        target = self.data.target_spacing
+        if target is not None and (len(target) != dims or min(target) <= 0):
+            raise ValueError(
+                f"data.target_spacing {list(target)} needs {dims} positive voxel sizes for "
+                f"a {dims}D model (in the images' units, e.g. mm), or null"
+            )
         if patch is None and self.train.steps_per_epoch is not None:
             raise ValueError(
                 "train.steps_per_epoch applies to patch training; set data.patch_size "
@@ -235,8 +271,16 @@ class ExperimentConfig(_Frozen):
 
     def fingerprint(self, *extra: str) -> str:
         """A short stable hash of the config (and extra inputs such as the data version)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True) + "|".join(extra)
+        blob = json.dumps(self.model_dump(mode="json", exclude=_NOT_FINGERPRINTED), sort_keys=True)
+        if self.data.target_spacing is not None:  # unset: the hash of configs before it
+            blob += json.dumps(self.data.target_spacing)
+        blob += "|".join(extra)
         return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+# Where a node caches data changes nothing a run computes: a run moved to nodes with
+# other disks still resumes. target_spacing joins the hash only when set.
+_NOT_FINGERPRINTED = {"data": {"node_cache_dir", "node_cache_gb", "target_spacing"}}
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:

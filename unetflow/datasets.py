@@ -33,6 +33,8 @@ from unetflow.config import ExperimentConfig
 from unetflow.data_params import SplitParams
 from unetflow.prepare_cases import FileJob, default_workers, run_jobs
 
+Spacing = Sequence[float] | None
+
 # check(where, the cases (labels, shape), cases per split): raises DataError for data
 # the caller cannot use.
 DataCheck = Callable[[Path | str, Sequence[Case], dict[str, int]], None]
@@ -51,18 +53,14 @@ def is_raw_folder(path: Path) -> bool:
     )
 
 
-def folder_hash(root: Path, spatial_dims: int, in_channels: int) -> str:
+def folder_hash(
+    root: Path, spatial_dims: int, in_channels: int, target_spacing: Spacing = None
+) -> str:
     """A short hash of every image and mask file (names and bytes) and the settings."""
-    digest = hashlib.sha256(
-        json.dumps(
-            [
-                _FORMAT,
-                spatial_dims,
-                in_channels,
-                SplitParams().model_dump(mode="json"),
-            ]
-        ).encode()
-    )
+    settings: list = [_FORMAT, spatial_dims, in_channels, SplitParams().model_dump(mode="json")]
+    if target_spacing is not None:  # unset: the hash folders had before it existed
+        settings.append(list(target_spacing))
+    digest = hashlib.sha256(json.dumps(settings).encode())
     for sample in scan_folder(root, spatial_dims):
         for path in (sample.image_path, sample.mask_path):
             digest.update(f"{path.parent.name}/{path.name}\0".encode())
@@ -79,8 +77,10 @@ def prepare_folder(
     in_channels: int,
     check: DataCheck | None = None,
     workers: int | None = None,
+    target_spacing: Spacing = None,
 ) -> None:
-    """Check, split and write `root` case by case at `out` (atomically).
+    """Check, split and write `root` case by case at `out` (atomically), each case
+    resampled to `target_spacing` when one is given (as `unetflow data prepare` does).
 
     `check(root, cases, counts)` runs once the cases are read, before anything appears
     at `out`: data the config cannot train on leaves no prepared folder behind.
@@ -99,10 +99,11 @@ def prepare_folder(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out.parent))
     try:
-        cases = run_jobs(jobs, str(staging), workers or default_workers())
+        cases = run_jobs(jobs, str(staging), workers or default_workers(), target=target_spacing)
         if check is not None:
             check(root, cases, counts)
-        write_manifest(staging, cases, meta={"source": "folder", "folder": str(root)})
+        meta = {"source": "folder", "folder": str(root)}
+        write_manifest(staging, cases, meta=meta, target_spacing=target_spacing)
         try:
             staging.rename(out)  # nothing half-written ever appears at `out`
         except OSError:
@@ -137,12 +138,15 @@ def resolve_data(
     spatial_dims: int,
     in_channels: int,
     check: DataCheck | None = None,
+    target_spacing: Spacing = None,
 ) -> tuple[Path | str, str | None]:
     """The prepared data set for `data.path`, and its data version when known here.
 
     Args:
         check: `check(where, cases, counts)` raises `DataError` for data the caller
             cannot use; it runs before a raw folder is written out.
+        target_spacing: `data.target_spacing`: a raw folder is resampled to it; a
+            prepared set must have been prepared with it.
 
     Returns:
         `(prepared folder, None)` when `data.path` is a prepared folder (the caller's
@@ -156,6 +160,7 @@ def resolve_data(
     """
     if is_remote(data_path):
         manifest = read_manifest(data_path)  # fails here, with the URI, not in a worker
+        check_target(data_path, manifest.target_spacing, target_spacing)
         counts = {k: manifest.count(k) for k in manifest.splits}
         check_counts(data_path, counts)
         if check is not None:
@@ -164,15 +169,27 @@ def resolve_data(
     path = (project_dir / data_path).resolve()
     if not is_raw_folder(path):
         _check_prepared(path, spatial_dims, in_channels, check)
+        check_target(path / MANIFEST, read_manifest(path).target_spacing, target_spacing)
         return path, None
-    digest = folder_hash(path, spatial_dims, in_channels)
+    digest = folder_hash(path, spatial_dims, in_channels, target_spacing)
     out = project_dir.resolve() / PREPARED_ROOT / digest
     if not (out / MANIFEST).exists():
-        prepare_folder(path, out, spatial_dims, in_channels, check)
+        prepare_folder(path, out, spatial_dims, in_channels, check, target_spacing=target_spacing)
     elif check is not None:
         manifest = read_manifest(out)
         check(path, manifest.cases, {k: manifest.count(k) for k in manifest.splits})
     return out, f"{FOLDER_VERSION}{digest}"
+
+
+def check_target(where: Path | str, prepared: Spacing, wanted: Spacing) -> None:
+    """A prepared set can only be trained at the spacing it was prepared at."""
+    if wanted is not None and (prepared is None or tuple(prepared) != tuple(wanted)):
+        got = "its native spacings" if prepared is None else f"{list(prepared)}"
+        raise DataError(
+            where,
+            f"was prepared at {got} but data.target_spacing is {list(wanted)}; re-prepare "
+            "it with that target_spacing in params.yaml, or set data.target_spacing: null",
+        )
 
 
 def _check_prepared(
@@ -249,4 +266,11 @@ def resolve_for(project_dir: Path, cfg: ExperimentConfig) -> tuple[Path, str | N
     """
     model = cfg.model
     check = config_check(cfg)
-    return resolve_data(project_dir, cfg.data.path, model.spatial_dims, model.in_channels, check)
+    return resolve_data(
+        project_dir,
+        cfg.data.path,
+        model.spatial_dims,
+        model.in_channels,
+        check,
+        cfg.data.target_spacing,
+    )

@@ -151,7 +151,12 @@ def planned(
             return cfg, None, ""
         model, check = cfg.model, config_check(cfg, planning=True)
         location, _ = resolve_data(
-            project_dir, cfg.data.path, model.spatial_dims, model.in_channels, check
+            project_dir,
+            cfg.data.path,
+            model.spatial_dims,
+            model.in_channels,
+            check,
+            cfg.data.target_spacing,
         )
     result, memory_why = plan_for(location, cfg)
     return apply_plan(cfg, result), result, memory_why

@@ -19,7 +19,10 @@ PACKAGE_ARTIFACT = "model_package"
 
 
 class UNetSegmenter(mlflow.pyfunc.PythonModel):
-    """Input: float32 images [B, C, *spatial] (raw intensities). Output: uint8 masks."""
+    """Input: float32 images [B, C, *spatial] (raw intensities). Output: uint8 masks.
+
+    Params: ``tta`` (flip averaging), ``threshold`` (binary cut), ``spacing`` (the
+    inputs' voxel size: resampled to the training spacing and the masks back)."""
 
     def load_context(self, context) -> None:
         torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -44,5 +47,23 @@ class UNetSegmenter(mlflow.pyfunc.PythonModel):
             images,
             tta=bool(params.get("tta", False)),
             threshold=None if threshold is None else float(threshold),
+            spacing=input_spacing(params.get("spacing"), config.spatial_dims),
         )
         return masks.cpu().numpy()
+
+
+def input_spacing(value: Any, spatial_dims: int) -> tuple[float, ...] | None:
+    """The ``spacing`` param: the inputs' voxel size, or None (empty or absent).
+
+    A model trained at a target spacing then resamples the inputs to it and the masks
+    back onto the inputs' grid, as `unetflow predict` does with a NIfTI header's spacing.
+    """
+    if value is None or len(value) == 0:
+        return None
+    spacing = tuple(float(v) for v in value)
+    if len(spacing) != spatial_dims or min(spacing) <= 0:
+        raise ValueError(
+            f"params.spacing {list(spacing)} needs {spatial_dims} positive voxel sizes "
+            "(one per spatial axis, as in the training data's units), or []"
+        )
+    return spacing

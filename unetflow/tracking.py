@@ -25,7 +25,8 @@ from mlflow.data.meta_dataset import MetaDataset
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
-from mlflow.types import Schema, TensorSpec
+from mlflow.types import DataType, Schema, TensorSpec
+from mlflow.types.schema import ParamSchema, ParamSpec
 
 from unet_core.data import read_manifest
 from unetflow.serving import PACKAGE_ARTIFACT
@@ -160,11 +161,20 @@ def tracked_run(**start_run_kwargs: object) -> Iterator[mlflow.ActiveRun]:
 
 
 def model_signature(in_channels: int, spatial_dims: int) -> ModelSignature:
-    """Any batch and image size: only the channel axis is fixed."""
+    """Any batch and image size: only the channel axis is fixed. The params schema lists
+    what `UNetSegmenter.predict` takes (MLflow drops params a signature does not name)."""
     spatial = (-1,) * spatial_dims
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, in_channels, *spatial))]),
         outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, *spatial))]),
+        params=ParamSchema(
+            [
+                ParamSpec("tta", DataType.boolean, False),
+                ParamSpec("threshold", DataType.double, None),  # None: the package's
+                # The inputs' voxel size; [] takes them as they come (no resampling).
+                ParamSpec("spacing", DataType.double, [], shape=(-1,)),
+            ]
+        ),
     )
 
 

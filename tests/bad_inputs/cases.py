@@ -465,6 +465,12 @@ CASES: list[Case] = [
         ("train.batch_size", "-1"),
     ),
     Case(
+        "node-cache-dir-relative",
+        write("exp.yaml", "data: {node_cache_dir: scratch/cache}\n"),
+        ("validate", "--config", "{root}/exp.yaml"),
+        ("data.node_cache_dir", "scratch/cache", "absolute local folder"),
+    ),
+    Case(
         "two-problems-one-line",
         write("exp.yaml", "train: {batch_size: -1, epochs: 0}\n"),
         ("validate", "--config", "{root}/exp.yaml"),

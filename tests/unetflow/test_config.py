@@ -26,6 +26,10 @@ def test_model_preset_with_overrides(tmp_path) -> None:
         ("model: {preset: unett}", "unet"),
         ("optim: {name: adamx}", "optim.name"),
         ("train: [", "not valid YAML"),
+        ("data: {node_cache_dir: cache}", "data.node_cache_dir"),
+        ("data: {node_cache_dir: 's3://b/cache'}", "absolute local folder"),
+        ("data: {node_cache_gb: -1}", "data.node_cache_gb"),
+        ("data: {target_spacing: [1.0, 1.0, 1.0]}", "data.target_spacing"),
     ],
 )
 def test_bad_config_names_file_and_field(tmp_path, text: str, needle: str) -> None:

@@ -1,6 +1,7 @@
-"""Patch training from the prepared format: 3D NIfTI of mixed shapes and spacings, the same
-metrics from a local folder and from S3 (moto over HTTP), and worker memory that does not
-grow with the data set."""
+"""Patch training from the prepared format: the 3D NIfTI chain (mixed shapes and spacings,
+prepared at a target spacing, trained on a Ray worker, predicted back on each input's
+grid), the same metrics from a local folder and from S3 (moto over HTTP), and worker
+memory that does not grow with the data set."""
 
 from __future__ import annotations
 
@@ -10,24 +11,27 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from tests.support.s3 import s3_server
 from unet_core.data import DataError, read_manifest
-from unet_core.engine import fit
-from unetflow.builders import build_trainer, check_data, make_loaders
+from unet_core.engine import CHECKPOINT_FILE, fit, load_checkpoint
+from unet_core.package import load_package, save_package
+from unetflow import prediction
+from unetflow.builders import build_trainer, check_data, inference_spec, make_loaders
 from unetflow.config import parse_config
-from unetflow.datasets import resolve_data
+from unetflow.prepare import main as prepare_main
+from unetflow.ray_train import fit_with_ray
 
 pytestmark = pytest.mark.slow
 
 
 def _nifti_folder(root: Path, n: int) -> tuple[Path, dict[str, tuple]]:
     """`n` tiny volumes of different shapes (16-24 per side) and spacings, int16 images."""
-    import nibabel as nib
-
     rng = np.random.default_rng(3)
     geometry = {}
     for sub in ("images", "masks"):
@@ -48,31 +52,50 @@ def _nifti_folder(root: Path, n: int) -> tuple[Path, dict[str, tuple]]:
     return root / "raw", geometry
 
 
+TARGET = (2.0, 2.0, 2.0)  # coarser than most sources: small grids, a fast chain
+
+
 def _cfg_3d(**train):
     return parse_config(
         {
+            "name": "chain3d",
             "model": {"preset": "unet", "spatial_dims": 3, "base_channels": 4, "depth": 2},
             "data": {"patch_size": [16, 16, 16]},
             "train": {"epochs": 1, "batch_size": 2, "steps_per_epoch": 3, **train},
+            "scaling": {"num_workers": 1},
+            "checkpoint": {"max_failures": 0},
         }
     )
 
 
-def test_3d_nifti_of_mixed_shapes_prepares_and_trains(tmp_path: Path) -> None:
-    _, geometry = _nifti_folder(tmp_path, 40)
-    data_dir, _ = resolve_data(tmp_path, "raw", spatial_dims=3, in_channels=1)
+def _prepare(raw: Path, out: Path) -> Path:
+    # One process: on tiny volumes a second one costs more to start than it saves.
+    data = {"source": "folder", "folder": str(raw), "spatial_dims": 3, "workers": 1}
+    params = out.parent / "params.yaml"
+    params.write_text(yaml.safe_dump({"data": {**data, "target_spacing": list(TARGET)}}))
+    assert prepare_main(["--params", str(params), "--out", str(out)]) == 0
+    return out
+
+
+def test_40_nifti_volumes_prepare_train_and_predict_in_each_inputs_geometry(
+    tmp_path: Path, ray_local
+) -> None:
+    """The 3D chain: mixed shapes and spacings -> prepare at a target spacing -> patch
+    training on a Ray worker -> prediction writes each mask on its input's grid."""
+    raw, geometry = _nifti_folder(tmp_path, 40)
+    data_dir = _prepare(raw, tmp_path / "prepared")
     manifest = read_manifest(data_dir)
     assert len(manifest.cases) == 40 and not manifest.uniform_shape
+    assert manifest.target_spacing == TARGET
     for case in manifest.cases:
         shape, spacing, affine = geometry[case.stem]
-        assert case.shape == shape and case.spacing == pytest.approx(spacing)
-        assert np.allclose(case.affine, affine) and case.dtype == "<i2"  # native int16
-
-    trainer = build_trainer(_cfg_3d(), data_dir, torch.device("cpu"))
-    result = fit(trainer)
-    metrics = result.history[0].metrics
-    assert np.isfinite(metrics["train_loss"]) and 0.0 <= metrics["val_dice"] <= 1.0
-    assert len(trainer.train_loader) == 3  # steps_per_epoch batches
+        assert case.spacing == TARGET and case.dtype == "<i2"  # native int16 kept
+        assert case.source is not None and case.source.shape == shape
+        assert case.source.spacing == pytest.approx(spacing)
+        scale = [t / s for s, t in zip(spacing, TARGET, strict=True)]
+        assert case.shape == tuple(max(1, round(n / f)) for n, f in zip(shape, scale, strict=True))
+        # Same origin, voxel axes scaled to the target: the world stays where it was.
+        assert np.allclose(case.affine, affine @ np.diag([*scale, 1.0]))
 
     # Refused on the driver, before any Ray worker would start, with the fix named.
     whole = parse_config({"model": {"preset": "unet", "spatial_dims": 3}})
@@ -82,14 +105,32 @@ def test_3d_nifti_of_mixed_shapes_prepares_and_trains(tmp_path: Path) -> None:
         make_loaders(whole, data_dir, rank=0, world_size=1)
     with pytest.raises(DataError, match=r"3D cases but model\.spatial_dims is 2"):
         check_data(parse_config({}), data_dir)
-    check_data(_cfg_3d(), data_dir)
+
+    cfg = _cfg_3d()
+    outcome = fit_with_ray(cfg, data_dir, "chain3d", str(tmp_path / "ray"))
+    metrics = outcome.history[0]
+    assert np.isfinite(metrics["train_loss"]) and 0.0 <= metrics["val_dice"] <= 1.0
+    with outcome.best_checkpoint.as_directory() as ckpt:
+        weights = load_checkpoint(Path(ckpt) / CHECKPOINT_FILE)["model"]
+    spec = inference_spec(cfg, manifest)
+    assert spec.target_spacing == TARGET  # the model carries its grid into prediction
+    segmenter = load_package(save_package(tmp_path / "model.pt", weights, cfg.model, spec))
+
+    out = tmp_path / "masks"
+    out.mkdir()
+    jobs, _ = prediction.plan_jobs(prediction.list_images(str(raw / "images"), 3), str(out))
+    assert len(list(prediction.run_local(segmenter, jobs, prediction.Options()))) == 40
+    for stem, (shape, _, affine) in geometry.items():
+        mask = nib.load(out / f"{stem}.nii.gz")
+        assert mask.shape == shape and np.allclose(mask.affine, affine), stem
+        assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
 
 
-def _history(data: str | Path) -> list[dict[str, float]]:
+def _history(data: str | Path, node_cache: Path) -> list[dict[str, float]]:
     cfg = parse_config(
         {
             "model": {"preset": "unet", "base_channels": 4, "depth": 2},
-            "data": {"patch_size": [16, 16]},
+            "data": {"patch_size": [16, 16], "node_cache_dir": str(node_cache)},
             "train": {"epochs": 2, "batch_size": 4, "steps_per_epoch": 2, "seed": 5},
         }
     )
@@ -99,16 +140,19 @@ def _history(data: str | Path) -> list[dict[str, float]]:
 
 @pytest.mark.integration
 def test_same_seed_same_metrics_from_a_folder_and_from_s3(
-    prepared_dir: Path, monkeypatch: pytest.MonkeyPatch
+    prepared_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    local = _history(prepared_dir)
+    cache = tmp_path / "node-cache"  # empty: the S3 run downloads every case it reads
+    local = _history(prepared_dir, cache)
+    assert not cache.exists()  # a local data set is read in place
     with s3_server() as s3:
         for key, value in s3.env().items():
             monkeypatch.setenv(key, value)
         s3.create_bucket("datasets")
         uri = s3.upload_folder(prepared_dir, "datasets", "tiny/prepared")
-        remote = _history(uri)
+        remote = _history(uri, cache)
     assert remote == local and len(local) == 2
+    assert len(list(cache.glob("*.zip"))) > 0  # the workers read through the node cache
 
 
 MEASURE = r"""

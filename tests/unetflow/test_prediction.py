@@ -83,24 +83,6 @@ def test_rerun_skips_cases_whose_mask_exists(tmp_path: Path) -> None:
     assert [Path(j.dest).name for j in jobs] == ["img000.png", "img002.png", "img003.png"]
 
 
-def test_nifti_masks_keep_each_inputs_affine(tmp_path: Path) -> None:
-    segmenter = load_package(_package(tmp_path / "model.pt", "unet3d"))
-    folder = tmp_path / "vols"
-    folder.mkdir()
-    affines = [np.diag([0.8, 0.8, 2.5, 1.0]), np.diag([1.0, 1.2, 1.0, 1.0])]
-    affines[1][:3, 3] = [-90, 12, 40]
-    for i, affine in enumerate(affines):
-        volume = np.random.default_rng(i).random((12, 16 + 4 * i, 16)).astype(np.float32)
-        nib.save(nib.Nifti1Image(volume, affine), folder / f"v{i}.nii")
-    out = tmp_path / "masks"
-    out.mkdir()
-    jobs, _ = prediction.plan_jobs(prediction.list_images(str(folder), 3), str(out))
-    list(prediction.run_local(segmenter, jobs, prediction.Options()))
-    for i, affine in enumerate(affines):
-        mask = nib.load(out / f"v{i}.nii.gz")
-        assert np.allclose(mask.affine, affine) and mask.shape == (12, 16 + 4 * i, 16)
-
-
 def _outputs(client, bucket: str) -> dict[str, str]:
     listed = client.list_objects_v2(Bucket=bucket, Prefix="masks/").get("Contents", [])
     return {o["Key"]: o["ETag"] + str(o["LastModified"]) for o in listed}

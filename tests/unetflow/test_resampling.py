@@ -10,13 +10,14 @@ import pytest
 import torch
 import yaml
 
-from unet_core.data import read_manifest
+from unet_core.data import DataError, read_manifest
 from unet_core.data.resample import resample_image, resample_mask
 from unet_core.models import create_model, get_model_config
 from unet_core.package import InferenceSpec, load_package, save_package
 from unetflow import prediction
 from unetflow.builders import inference_spec
 from unetflow.config import parse_config
+from unetflow.datasets import resolve_for
 from unetflow.prepare import main as prepare_main
 
 TARGET = (1.0, 1.0, 1.0)
@@ -106,3 +107,30 @@ def test_predict_resamples_to_the_training_spacing_and_back(tmp_path: Path) -> N
     mask = np.asarray(written.dataobj)
     assert np.array_equal(mask, expected)
     assert not np.array_equal(mask, native)  # what the native-grid path would have written
+
+
+def test_training_from_a_raw_folder_resamples_to_data_target_spacing(tmp_path: Path) -> None:
+    geometry = _volumes(tmp_path / "raw")
+    model = {"preset": "unet3d", "base_channels": 4, "depth": 2, "out_channels": 3}
+    data = {"path": "raw", "patch_size": [4, 4, 4], "target_spacing": list(TARGET)}
+    cfg = parse_config({"model": model, "data": data, "loss": {"mode": "multiclass"}})
+    resampled, version = resolve_for(tmp_path, cfg)
+    manifest = read_manifest(resampled)
+    assert manifest.target_spacing == TARGET and inference_spec(cfg, manifest).target_spacing
+    for case in manifest.cases:
+        shape, affine = geometry[case.stem]
+        spacing = tuple(np.diag(affine)[:3])
+        assert case.spacing == TARGET and case.source is not None
+        assert case.shape == tuple(round(n * s) for n, s in zip(shape, spacing, strict=True))
+    # Without a target the same folder is another data version, at native spacing.
+    native_cfg = cfg.model_copy(
+        update={"data": cfg.data.model_copy(update={"target_spacing": None})}
+    )
+    native, other = resolve_for(tmp_path, native_cfg)
+    assert other != version and read_manifest(native).target_spacing is None
+    # A prepared set is trained only at the spacing it was prepared at.
+    cfg_on_native = cfg.model_copy(
+        update={"data": cfg.data.model_copy(update={"path": str(native)})}
+    )
+    with pytest.raises(DataError, match=r"native spacings but data\.target_spacing"):
+        resolve_for(tmp_path, cfg_on_native)

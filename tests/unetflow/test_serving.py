@@ -18,7 +18,7 @@ from PIL import Image
 
 from tests.support.net import free_port, http_ok, stop, wait_until
 from unet_core.models import create_model, get_model_config
-from unet_core.package import InferenceSpec, save_package
+from unet_core.package import InferenceSpec, load_package, save_package
 from unetflow import tracking
 from unetflow_cli.main import main
 
@@ -116,3 +116,33 @@ def test_logged_model_is_code_not_a_pickle(logged_model: str, tmp_path: Path) ->
     names = {p.name for p in local.rglob("*")}
     assert "python_model.pkl" not in names
     assert "pyfunc_entry.py" in names
+
+
+def test_served_model_resamples_inputs_given_their_spacing(tmp_path: Path, monkeypatch) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    config = get_model_config("unet", base_channels=4, depth=2)
+    torch.manual_seed(0)
+    spec = InferenceSpec((0.5,), (0.2,), target_spacing=(1.0, 1.0))
+    package = save_package(tmp_path / "model.pt", create_model(config).state_dict(), config, spec)
+    experiment = mlflow.create_experiment("spacing", artifact_location=(tmp_path / "a").as_uri())
+    with mlflow.start_run(experiment_id=experiment):
+        example = np.zeros((1, 1, 32, 32), np.float32)
+        model_uri = tracking.log_model(package, example, in_channels=1, spatial_dims=2).model_uri
+    served = mlflow.pyfunc.load_model(model_uri)
+    batch = np.random.default_rng(1).random((1, 1, 40, 36)).astype(np.float32)
+    segmenter = load_package(package)
+    # An untrained model: cut at its median probability, so its masks are not uniform
+    # (the threshold param reaches the model too: MLflow drops params it has no spec for).
+    probs = torch.sigmoid(segmenter.logits(torch.from_numpy(batch)))
+    cut = float(probs.median())
+    fine = served.predict(batch, params={"spacing": [0.5, 0.5], "threshold": cut})
+    expected = segmenter(torch.from_numpy(batch), threshold=cut, spacing=(0.5, 0.5)).numpy()
+    assert fine.shape == (1, 40, 36) and np.array_equal(fine, expected)
+    # Without a spacing the inputs are taken as they come: another (native-grid) answer.
+    native = served.predict(batch, params={"threshold": cut})
+    assert np.array_equal(native, segmenter(torch.from_numpy(batch), threshold=cut).numpy())
+    assert 0 < native.mean() < 1 and not np.array_equal(fine, native)
+    with pytest.raises(ValueError, match=r"params\.spacing \[0\.5\] needs 2 positive"):
+        served.predict(batch, params={"spacing": [0.5]})

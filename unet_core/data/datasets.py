@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from unet_core.data.folder import load_pair, scan_folder
+from unet_core.data.node_cache import NodeCache
 from unet_core.data.normalization import Normalization, normalize_image
 from unet_core.data.prepared import PreparedStore, normalization_for
 from unet_core.data.streaming import CaseCache
@@ -34,6 +35,7 @@ class PreparedDataset(Dataset[Item]):
         cache_mb: keep recently read cases decoded, up to this many MB (`CaseCache`);
             0 reads every item from storage.
         normalization: intensity normalisation of `normalize` (None: dataset mode).
+        node_cache: disk cache of remote cases shared by the node's processes.
     """
 
     def __init__(
@@ -45,8 +47,9 @@ class PreparedDataset(Dataset[Item]):
         options: dict | None = None,
         cache_mb: float = 0,
         normalization: Normalization | None = None,
+        node_cache: NodeCache | None = None,
     ) -> None:
-        self.store = PreparedStore(root, options)
+        self.store = PreparedStore(root, options, node_cache)
         self.norm = normalization_for(self.store.manifest, normalization)
         self.cache = CaseCache(self.store, int(cache_mb * 2**20)) if cache_mb else None
         self.manifest = self.store.manifest

@@ -22,8 +22,10 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -33,12 +35,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from unet_core.data import store as st
 from unet_core.data.errors import DataError
+from unet_core.data.node_cache import NodeCache, cached_array
 from unet_core.data.normalization import Normalization, normalize_batch, normalize_image
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 2
 CASES = "cases"
 OPEN_HANDLES = 1024  # array handles a store keeps open (metadata only, no voxels)
+CACHED_HANDLES = 128  # with a node cache each handle holds a file open: stay far below ulimit
 REPREPARE = "re-prepare it with `unetflow data prepare` (or `dvc repro prepare`)"
 
 
@@ -205,12 +209,22 @@ class PreparedStore:
             the endpoint from ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``.
     """
 
-    def __init__(self, root: st.Location, options: st.StorageOptions = None) -> None:
+    def __init__(
+        self,
+        root: st.Location,
+        options: st.StorageOptions = None,
+        node_cache: NodeCache | None = None,
+    ) -> None:
         self.root = st.normalise(root)
         self.options = st.resolve_options(self.root, options)
         self.manifest = read_manifest(self.root, self.options)
         self._cases = {case.stem: case for case in self.manifest.cases}
         self._handles: OrderedDict[tuple[str, str], Any] = OrderedDict()
+        # A local folder is read in place: a node cache would only copy it.
+        self.node_cache = node_cache if st.is_remote(self.root) else None
+        # A cached case's handle holds its file open (one descriptor per array).
+        self._max_handles = OPEN_HANDLES if self.node_cache is None else CACHED_HANDLES
+        self._uncacheable: set[str] = set()
 
     def __getstate__(self) -> dict:
         # Array handles hold event-loop state: each process opens its own.
@@ -226,17 +240,57 @@ class PreparedStore:
         import zarr
 
         where = st.join(case_dir(self.root, stem), name)
-        try:
-            if self.options is None:
-                handle = zarr.open_array(store=where, mode="r")
-            else:
-                handle = zarr.open_array(store=where, mode="r", storage_options=self.options)
-        except Exception as err:  # missing or unreadable metadata: name the array
-            raise DataError(where, f"cannot open array ({type(err).__name__}: {err})") from err
+        handle = self._cached(stem, name)
+        if handle is None:
+            try:
+                if self.options is None:
+                    handle = zarr.open_array(store=where, mode="r")
+                else:
+                    handle = zarr.open_array(store=where, mode="r", storage_options=self.options)
+            except Exception as err:  # missing or unreadable metadata: name the array
+                problem = f"cannot open array ({type(err).__name__}: {err})"
+                raise DataError(where, problem) from err
         self._handles[key] = handle
-        if len(self._handles) > OPEN_HANDLES:
+        if len(self._handles) > self._max_handles:
             self._handles.popitem(last=False)
         return handle
+
+    def _cached(self, stem: str, name: str) -> Any:
+        """The array from the node cache (filled on a miss), or None when not cached."""
+        if self.node_cache is None or stem in self._uncacheable:
+            return None
+        where = case_dir(self.root, stem)
+        remote = st.filesystem(where, self.options)
+        check = functools.partial(self._check_download, stem)
+        key = self.case(stem).sha256
+        try:
+            handle = cached_array(self.node_cache, key, name, remote, check, where)
+        except OSError as err:  # the local disk, not the data: read from storage instead
+            warnings.warn(
+                f"node cache {self.node_cache.root} unusable ({type(err).__name__}: {err}); "
+                f"reading {self.root} from storage",
+                stacklevel=2,
+            )
+            self.node_cache = None
+            return None
+        if handle is None:
+            self._uncacheable.add(stem)
+        return handle
+
+    def _check_download(self, stem: str, zipped: Any) -> None:
+        """A downloaded case holds what the manifest says it holds (content sha256)."""
+        import zarr
+
+        where = case_dir(self.root, stem)
+        try:
+            image = np.asarray(zarr.open_array(store=zipped, path="image", mode="r")[...])
+            mask = np.asarray(zarr.open_array(store=zipped, path="mask", mode="r")[...])
+        except Exception as err:  # a chunk failing its crc32c, a truncated object
+            problem = f"cannot read downloaded case ({type(err).__name__}: {err}); {REPREPARE}"
+            raise DataError(where, problem) from err
+        if content_sha256(image, mask) != self.case(stem).sha256:
+            problem = f"downloaded content differs from the manifest's sha256; {REPREPARE}"
+            raise DataError(where, problem)
 
     def case(self, stem: str) -> Case:
         """The manifest record of ``stem`` (constant time)."""
@@ -252,7 +306,9 @@ class PreparedStore:
         """The zarr array ``[*spatial]`` uint8 of a case."""
         return self._open(stem, "mask")
 
-    def read(self, stem: str, window: tuple[slice, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def read(
+        self, stem: str, window: tuple[slice, ...] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``(image [C, *w], mask [*w])`` of a window (None: the whole case)."""
         window = window or (slice(None),) * self.manifest.spatial_dims
         try:

@@ -4,7 +4,9 @@
 patches from its own generator, seeded by ``(seed, epoch, rank, worker)``, and reads
 only the chunks those patches cover, from a local folder or straight from object
 storage. A process holds at most its `CaseCache` (a byte-bounded LRU of small decoded
-cases) plus the batch being built, whatever the size of the data set.
+cases) plus the batch being built, whatever the size of the data set. With a
+`NodeCache`, a remote case is downloaded once per node into a shared local folder and
+every process of the node reads it from there.
 
 Example:
     >>> stream = PatchStream("s3://bucket/prep", "train", (64, 64, 64), samples=256,
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from unet_core.data.node_cache import NodeCache
 from unet_core.data.normalization import Normalization, normalize_image
 from unet_core.data.prepared import Case, PreparedStore, case_stats, normalization_for
 
@@ -95,6 +98,8 @@ class PatchStream(IterableDataset[Item]):
         options: fsspec storage options (None: endpoint from the environment).
         normalization: intensity normalisation (None: the train split's mean/std); in
             ``per_image`` mode a patch takes its whole case's statistics.
+        node_cache: disk cache of remote cases shared by the node's processes (None:
+            every read goes to storage); a local ``root`` is read in place.
     """
 
     def __init__(
@@ -110,10 +115,11 @@ class PatchStream(IterableDataset[Item]):
         cache_mb: float = 256,
         options: dict | None = None,
         normalization: Normalization | None = None,
+        node_cache: NodeCache | None = None,
     ) -> None:
         if not 0.0 <= foreground_fraction <= 1.0:
             raise ValueError(f"foreground_fraction must be in [0, 1], got {foreground_fraction}")
-        self.store = PreparedStore(root, options)
+        self.store = PreparedStore(root, options, node_cache)
         self.norm = normalization_for(self.store.manifest, normalization)
         self.cases = [self.store.case(s) for s in self.store.manifest.stems(split)]
         if not self.cases:
@@ -162,7 +168,9 @@ class PatchStream(IterableDataset[Item]):
         image, mask = cache.read(case, window)
         own = case_stats(case) if self.norm.mode == "per_image" else None
         image = normalize_image(np.asarray(image), self.norm, own)
-        pad = [(a - s, s + p - b) for s, a, b, p in zip(start, low, high, self.patch_size, strict=True)]
+        pad = [
+            (a - s, s + p - b) for s, a, b, p in zip(start, low, high, self.patch_size, strict=True)
+        ]
         if any(before or after for before, after in pad):
             image = np.pad(image, [(0, 0), *pad])
             mask = np.pad(mask, pad)
