@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from tests.support.cluster_session import ClusterSession, cluster_session
+from unet_core.data.prepared import PreparedStore
 from unet_core.engine import load_checkpoint
 from unetflow import jobs
 
@@ -84,12 +85,13 @@ def _train_with_local_storage(env: dict[str, str], project: Path) -> subprocess.
 
 
 def test_two_node_cluster_trains_from_s3_with_checkpoints_on_s3(
-    cluster: ClusterSession, tmp_path
+    cluster: ClusterSession, prepared_dir: Path, tmp_path
 ) -> None:
+    node_cache = tmp_path / "node-cache"  # both test nodes run on this machine: one folder
     cfg = {
         "name": "multinode",
         "model": {"preset": "unet", "base_channels": 8, "depth": 2},
-        "data": {"patch_size": [16, 16]},
+        "data": {"patch_size": [16, 16], "node_cache_dir": str(node_cache)},
         "train": {"epochs": 2, "batch_size": 4, "steps_per_epoch": 2},
         # One `trainer` slot per node and STRICT_SPREAD: the two ranks must land on
         # different nodes, or the run could not be scheduled at all.
@@ -127,6 +129,11 @@ def test_two_node_cluster_trains_from_s3_with_checkpoints_on_s3(
     assert result["epochs"] == 2 and 0.0 <= result["best"]["val_dice"] <= 1.0
     assert result["path"].startswith("ckpt/runs/multinode/")
     assert result["logged_steps"] == [0, 1]  # every epoch, in the driver's SQLite store
+    # The workers read the bucket through the node cache: one file per case, named by the
+    # case's content checksum; validation reads every val case whole.
+    cases = PreparedStore(prepared_dir).manifest.cases
+    cached = {p.name.removesuffix(".zip") for p in node_cache.glob("*.zip")}
+    assert {c.sha256 for c in cases if c.split == "val"} <= cached <= {c.sha256 for c in cases}
 
     keys = [
         o["Key"]
