@@ -4,6 +4,7 @@ and without duplicate MLflow child runs."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,8 +15,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from tests.faults.common import DICE_TOLERANCE, intervals_lost
 from tests.faults.recorder import fault_record  # noqa: F401  (a fixture)
-from tune.mlflow_logging import SEARCH_TAG, child_runs
+from tune.mlflow_logging import EPOCH_KEY, SEARCH_TAG, TRIAL_TAG, child_runs
 from unetflow.tracking import tracking_uri
 from unetflow_cli.main import main
 
@@ -23,15 +25,57 @@ SPACE = Path(__file__).resolve().parents[2] / "tune" / "spaces" / "hpo.yaml"
 NAME = "resume-test"
 
 
+def _children(uri: str, name: str) -> list:
+    experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name("unetflow")
+    return [] if experiment is None else child_runs(uri, experiment.experiment_id, name)
+
+
 def _finished_children(uri: str, name: str) -> dict[str, str]:
+    runs = _children(uri, name)
+    return {r.data.tags[TRIAL_TAG]: r.info.run_id for r in runs if r.info.status == "FINISHED"}
+
+
+def _in_flight(uri: str, name: str) -> dict[str, int]:
+    """Trials started but not finished -> the last epoch they logged (-1: none yet)."""
     client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name("unetflow")
-    if experiment is None:
-        return {}
-    runs = child_runs(uri, experiment.experiment_id, name)
     return {
-        r.data.tags["unetflow.trial_id"]: r.info.run_id for r in runs if r.info.status == "FINISHED"
+        r.data.tags[TRIAL_TAG]: max(
+            (m.step for m in client.get_metric_history(r.info.run_id, EPOCH_KEY)), default=-1
+        )
+        for r in _children(uri, name)
+        if r.info.status != "FINISHED"
     }
+
+
+def _resumed_from(project_dir: Path, trial_id: str) -> int:
+    """The checkpointed epoch a trial's last session started after (-1: from scratch).
+
+    Tune's result.json holds every report; `iterations_since_restore` starts at 1 in
+    each session, so the last such row is the first report after the resume.
+    """
+    (path,) = (project_dir / ".unetflow" / "tune").glob(f"{NAME}/trial_{trial_id}/result.json")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    first = [r for r in rows if r["iterations_since_restore"] == 1][-1]
+    return int(first["epoch"]) - 1
+
+
+def _final_dice(uri: str, run_id: str) -> float:
+    history = MlflowClient(tracking_uri=uri).get_metric_history(run_id, "val_dice")
+    return max(history, key=lambda m: m.step).value
+
+
+def _uninterrupted_dice(project_dir: Path, trial_id: str, data: Path) -> float:
+    """The trial's config (saved in its checkpoint) trained again without a fault."""
+    from tune.trial import train_in_process
+    from unet_core.engine import CHECKPOINT_FILE, load_checkpoint
+    from unetflow.config import ExperimentConfig
+
+    trial_dir = project_dir / ".unetflow" / "tune" / NAME / f"trial_{trial_id}"
+    checkpoint = next(iter(sorted(trial_dir.glob(f"checkpoint_*/{CHECKPOINT_FILE}"))))
+    cfg = ExperimentConfig.model_validate_json(load_checkpoint(checkpoint)["config"])
+    reports: list[dict] = []
+    train_in_process(cfg, data, {}, lambda metrics, _: reports.append(metrics))
+    return float(reports[-1]["val_dice"])
 
 
 @pytest.mark.slow
@@ -45,7 +89,6 @@ def test_killed_search_resumes_without_rerun_or_duplicates(
     import ray
 
     fault_record.fault = "Tune search driver SIGKILLed, then resumed"
-    fault_record.note = "Dice and work lost are not measured by this test"
 
     args = [
         "tune",
@@ -83,13 +126,16 @@ def test_killed_search_resumes_without_rerun_or_duplicates(
     uri = tracking_uri(project_dir)
     try:
         deadline = time.monotonic() + 400
-        while len(finished := _finished_children(uri, NAME)) < 1:
+        # Killed with one trial finished and the next in flight: the one to resume.
+        while len(finished := _finished_children(uri, NAME)) < 1 or not _in_flight(uri, NAME):
             assert driver.poll() is None, "the search ended before it could be killed"
             assert time.monotonic() < deadline, "no trial finished in time"
             time.sleep(1)
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()
+    in_flight = _in_flight(uri, NAME)  # nothing logs now: the trials died with the driver
+    finished = _finished_children(uri, NAME)
     client = MlflowClient(tracking_uri=uri)
     before = {t: len(client.get_metric_history(r, "val_dice")) for t, r in finished.items()}
     assert all(n == 2 for n in before.values())
@@ -112,4 +158,22 @@ def test_killed_search_resumes_without_rerun_or_duplicates(
         f"tags.`{SEARCH_TAG}` = '{NAME}' and tags.`unetflow.search_role` = 'parent'",
     )
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    # Work lost: a trial in flight repeats the epoch it was training (one interval) plus
+    # any logged epoch its checkpoint did not hold; finished trials repeat nothing.
+    lost = {t: intervals_lost(last, _resumed_from(project_dir, t)) for t, last in in_flight.items()}
+    fault_record.intervals_lost = max(lost.values())
+    # The resumed trial against its config trained without a fault (the same seed).
+    trial_id = max(in_flight, key=in_flight.get)
+    run_ids = {r.data.tags[TRIAL_TAG]: r.info.run_id for r in children}
+    fault_record.dice = _final_dice(uri, run_ids[trial_id])
+    fault_record.baseline_dice = _uninterrupted_dice(project_dir, trial_id, prepared_dir)
+    start = _resumed_from(project_dir, trial_id)
+    how = f"resumed after epoch {start}" if start >= 0 else "restarted: no checkpoint yet"
+    fault_record.note = (
+        f"{len(finished)} trial(s) finished before the kill, not rerun; Dice of the trial "
+        f"in flight ({in_flight[trial_id] + 1} epoch(s) logged, {how}) vs its config "
+        "trained uninterrupted"
+    )
+    assert abs(fault_record.dice - fault_record.baseline_dice) <= DICE_TOLERANCE
+    assert fault_record.intervals_lost <= 1, lost
     fault_record.mark_survived()
