@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.faults.common import DICE_TOLERANCE, intervals_lost
+from tests.faults.common import DICE_TOLERANCE
 from tests.faults.recorder import fault_record  # noqa: F401  (a fixture)
 from tune.mlflow_logging import EPOCH_KEY, SEARCH_TAG, TRIAL_TAG, child_runs
 from unetflow.tracking import tracking_uri
@@ -23,6 +23,9 @@ from unetflow_cli.main import main
 
 SPACE = Path(__file__).resolve().parents[2] / "tune" / "spaces" / "hpo.yaml"
 NAME = "resume-test"
+# Epochs of ~0.4 s (base_channels 32, depth 3): with 8-channel models the whole search
+# took 7 s and ended before a trial could be caught mid-way.
+EPOCHS = 4
 
 
 def _children(uri: str, name: str) -> list:
@@ -45,6 +48,17 @@ def _in_flight(uri: str, name: str) -> dict[str, int]:
         for r in _children(uri, name)
         if r.info.status != "FINISHED"
     }
+
+
+def _mid_way(in_flight: dict[str, int]) -> bool:
+    return any(0 <= last < EPOCHS - 1 for last in in_flight.values())
+
+
+def _repeated(last_logged: int, resumed_from: int) -> int:
+    """Epochs a trial trained twice: those it had trained past the checkpoint it resumed
+    from, plus the one in flight when it was killed (none once it trained its last)."""
+    in_flight = 1 if last_logged < EPOCHS - 1 else 0
+    return last_logged - resumed_from + in_flight
 
 
 def _resumed_from(project_dir: Path, trial_id: str) -> int:
@@ -84,6 +98,7 @@ def test_killed_search_resumes_without_rerun_or_duplicates(
     ray_local: None,
     prepared_dir: Path,
     project_dir: Path,
+    tmp_path: Path,
     fault_record,  # noqa: F811
 ) -> None:
     import ray
@@ -99,7 +114,7 @@ def test_killed_search_resumes_without_rerun_or_duplicates(
         "--num-samples",
         "4",
         "--epochs",
-        "2",
+        str(EPOCHS),
         "--scheduler",
         "fifo",
         "--max-concurrent",
@@ -109,28 +124,30 @@ def test_killed_search_resumes_without_rerun_or_duplicates(
         "--project-dir",
         str(project_dir),
         "--set",
-        "model.base_channels=8",
+        "model.base_channels=32",
         "--set",
-        "model.depth=2",
+        "model.depth=3",
         "--set",
         "scaling.num_workers=1",
     ]
     # The driver joins the session's cluster, so killing it kills only the driver.
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "unetflow_cli.main", *args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = tmp_path / "driver.log"
+    with log.open("w") as out:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "unetflow_cli.main", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     uri = tracking_uri(project_dir)
     try:
         deadline = time.monotonic() + 400
-        # Killed with one trial finished and the next in flight: the one to resume.
-        while len(finished := _finished_children(uri, NAME)) < 1 or not _in_flight(uri, NAME):
-            assert driver.poll() is None, "the search ended before it could be killed"
+        # Killed with a trial finished and the next one mid-way: the one to resume.
+        while len(_finished_children(uri, NAME)) < 1 or not _mid_way(_in_flight(uri, NAME)):
+            assert driver.poll() is None, f"the search ended first: {log.read_text()[-2000:]}"
             assert time.monotonic() < deadline, "no trial finished in time"
-            time.sleep(1)
+            time.sleep(0.1)
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()
@@ -138,7 +155,7 @@ def test_killed_search_resumes_without_rerun_or_duplicates(
     finished = _finished_children(uri, NAME)
     client = MlflowClient(tracking_uri=uri)
     before = {t: len(client.get_metric_history(r, "val_dice")) for t, r in finished.items()}
-    assert all(n == 2 for n in before.values())
+    assert all(n == EPOCHS for n in before.values())
 
     killed_at = time.monotonic()
     assert main(["tune", "--resume", NAME, "--project-dir", str(project_dir)]) == 0
@@ -150,7 +167,7 @@ def test_killed_search_resumes_without_rerun_or_duplicates(
     assert len(trial_ids) == 4 == len(set(trial_ids)), "duplicate or missing child runs"
     for run in children:
         assert run.info.status == "FINISHED"
-        assert len(client.get_metric_history(run.info.run_id, "val_dice")) == 2
+        assert len(client.get_metric_history(run.info.run_id, "val_dice")) == EPOCHS
     for trial_id, run_id in finished.items():  # finished before the kill: not rerun
         assert len(client.get_metric_history(run_id, "val_dice")) == before[trial_id]
     parents = client.search_runs(
@@ -160,7 +177,7 @@ def test_killed_search_resumes_without_rerun_or_duplicates(
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     # Work lost: a trial in flight repeats the epoch it was training (one interval) plus
     # any logged epoch its checkpoint did not hold; finished trials repeat nothing.
-    lost = {t: intervals_lost(last, _resumed_from(project_dir, t)) for t, last in in_flight.items()}
+    lost = {t: _repeated(last, _resumed_from(project_dir, t)) for t, last in in_flight.items()}
     fault_record.intervals_lost = max(lost.values())
     # The resumed trial against its config trained without a fault (the same seed).
     trial_id = max(in_flight, key=in_flight.get)
@@ -168,7 +185,7 @@ def test_killed_search_resumes_without_rerun_or_duplicates(
     fault_record.dice = _final_dice(uri, run_ids[trial_id])
     fault_record.baseline_dice = _uninterrupted_dice(project_dir, trial_id, prepared_dir)
     start = _resumed_from(project_dir, trial_id)
-    how = f"resumed after epoch {start}" if start >= 0 else "restarted: no checkpoint yet"
+    how = f"resumed after epoch {start + 1}" if start >= 0 else "restarted: no checkpoint yet"
     fault_record.note = (
         f"{len(finished)} trial(s) finished before the kill, not rerun; Dice of the trial "
         f"in flight ({in_flight[trial_id] + 1} epoch(s) logged, {how}) vs its config "
