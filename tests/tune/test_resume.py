@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.faults.common import DICE_TOLERANCE
+from tests.faults.common import DICE_TOLERANCE, intervals_lost
 from tests.faults.recorder import fault_record  # noqa: F401  (a fixture)
 from tune.mlflow_logging import EPOCH_KEY, SEARCH_TAG, TRIAL_TAG, child_runs
 from unetflow.tracking import tracking_uri
@@ -54,11 +54,19 @@ def _mid_way(in_flight: dict[str, int]) -> bool:
     return any(0 <= last < EPOCHS - 1 for last in in_flight.values())
 
 
-def _repeated(last_logged: int, resumed_from: int) -> int:
-    """Epochs a trial trained twice: those it had trained past the checkpoint it resumed
-    from, plus the one in flight when it was killed (none once it trained its last)."""
-    in_flight = 1 if last_logged < EPOCHS - 1 else 0
-    return last_logged - resumed_from + in_flight
+def _written(project_dir: Path, trial_id: str) -> int:
+    """The last epoch whose checkpoint the trial had written (-1: none)."""
+    from unet_core.engine import CHECKPOINT_FILE, load_checkpoint
+
+    epochs = [-1]
+    for path in (project_dir / ".unetflow" / "tune" / NAME / f"trial_{trial_id}").glob(
+        f"checkpoint_*/{CHECKPOINT_FILE}"
+    ):
+        try:
+            epochs.append(int(load_checkpoint(path)["epoch"]))
+        except Exception:  # being written when the driver died: not resumable
+            continue
+    return max(epochs)
 
 
 def _resumed_from(project_dir: Path, trial_id: str) -> int:
@@ -132,6 +140,10 @@ def test_killed_search_resumes_without_rerun_or_duplicates(
     ]
     # The driver joins the session's cluster, so killing it kills only the driver.
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    uri = tracking_uri(project_dir)
+    # The store's tables are created here, first: the driver and this test's polling
+    # both creating them raced ("no such column: spans.dimension_attributes", exit 1).
+    MlflowClient(tracking_uri=uri).search_experiments()
     log = tmp_path / "driver.log"
     with log.open("w") as out:
         driver = subprocess.Popen(
@@ -140,7 +152,6 @@ def test_killed_search_resumes_without_rerun_or_duplicates(
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    uri = tracking_uri(project_dir)
     try:
         deadline = time.monotonic() + 400
         # Killed with a trial finished and the next one mid-way: the one to resume.
@@ -152,6 +163,7 @@ def test_killed_search_resumes_without_rerun_or_duplicates(
         driver.send_signal(signal.SIGKILL)
         driver.wait()
     in_flight = _in_flight(uri, NAME)  # nothing logs now: the trials died with the driver
+    written = {t: _written(project_dir, t) for t in in_flight}
     finished = _finished_children(uri, NAME)
     client = MlflowClient(tracking_uri=uri)
     before = {t: len(client.get_metric_history(r, "val_dice")) for t, r in finished.items()}
@@ -175,9 +187,9 @@ def test_killed_search_resumes_without_rerun_or_duplicates(
         f"tags.`{SEARCH_TAG}` = '{NAME}' and tags.`unetflow.search_role` = 'parent'",
     )
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    # Work lost: a trial in flight repeats the epoch it was training (one interval) plus
-    # any logged epoch its checkpoint did not hold; finished trials repeat nothing.
-    lost = {t: _repeated(last, _resumed_from(project_dir, t)) for t, last in in_flight.items()}
+    # Work lost, as for every fault: the epoch in flight (one interval) plus any epoch
+    # whose checkpoint was written but not resumed from; finished trials repeat nothing.
+    lost = {t: intervals_lost(w, _resumed_from(project_dir, t)) for t, w in written.items()}
     fault_record.intervals_lost = max(lost.values())
     # The resumed trial against its config trained without a fault (the same seed).
     trial_id = max(in_flight, key=in_flight.get)
@@ -188,7 +200,7 @@ def test_killed_search_resumes_without_rerun_or_duplicates(
     how = f"resumed after epoch {start + 1}" if start >= 0 else "restarted: no checkpoint yet"
     fault_record.note = (
         f"{len(finished)} trial(s) finished before the kill, not rerun; Dice of the trial "
-        f"in flight ({in_flight[trial_id] + 1} epoch(s) logged, {how}) vs its config "
+        f"in flight ({written[trial_id] + 1} epoch(s) checkpointed, {how}) vs its config "
         "trained uninterrupted"
     )
     assert abs(fault_record.dice - fault_record.baseline_dice) <= DICE_TOLERANCE
