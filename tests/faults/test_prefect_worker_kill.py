@@ -211,6 +211,7 @@ def test_killed_worker_flow_run_crashes_and_rerun_resumes(
     detected_s = (crashed.timestamp - killed_wall).total_seconds()
     assert crashed.is_crashed(), f"{crashed.type}: {crashed.message}"
     assert done.is_completed(), f"{done.type}: {done.message}; worker log {log}"
+    assert _state(prefect_api, rerun.id).is_completed()  # the automation left it alone
 
     after = _checkpoints(project_dir)
     new = sorted(epoch for path, epoch in after.items() if path not in written)
