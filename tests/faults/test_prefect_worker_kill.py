@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from flows import DEFAULT_POOL
 from flows.crash_detection import HEARTBEAT_SECONDS, MISSED_HEARTBEATS
 from flows.params import TrainParams
 from tests.faults.common import (
@@ -34,7 +35,6 @@ from unet_core.engine import load_checkpoint
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BIN = Path(sys.executable).parent
-POOL = "unetflow-process"
 EPOCHS = 6
 # Ray Train records a checkpoint when its controller next polls the workers (every 2 s
 # by default); only a recorded one is resumed. The shared fault config trains all its
@@ -65,7 +65,7 @@ def _client(api: str) -> Iterator:
 def _worker(env: dict[str, str], log: Path) -> subprocess.Popen:
     with log.open("a") as out:
         return subprocess.Popen(
-            [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--limit", "1"],
+            [str(BIN / "prefect"), "worker", "start", "--pool", DEFAULT_POOL, "--limit", "1"],
             env={**env, "PREFECT_WORKER_QUERY_SECONDS": "2"},
             stdout=out,
             stderr=subprocess.STDOUT,
