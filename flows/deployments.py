@@ -5,6 +5,7 @@ runs them), or served by this process (`unetflow serve`) for a local set-up.
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
@@ -16,7 +17,7 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.exceptions import ObjectAlreadyExists
 from prefect.utilities.callables import ParameterSchema
 
-from flows import DEFAULT_POOL
+from flows import DEFAULT_POOL, crash_detection
 from flows.form_schema import form_schema
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -73,14 +74,23 @@ def ensure_work_pool(name: str) -> None:
 
 
 def deploy_all(project_dir: Path, pool: str = DEFAULT_POOL) -> list[UUID]:
-    """Register every deployment on the Prefect server named by PREFECT_API_URL."""
+    """Register every deployment on the Prefect server named by PREFECT_API_URL, and
+    the automation that marks their runs CRASHED when their process dies."""
     ensure_work_pool(pool)
+    crash_detection.ensure_zombie_automation()
     ids = []
     for spec in DEPLOYMENTS:
         source = Flow.from_source(
             source=str(REPO_ROOT), entrypoint=f"flows/pipeline.py:{spec.flow}"
         )
-        deployment = _deployment(source, spec, project_dir, work_pool_name=pool)
+        deployment = _deployment(
+            source,
+            spec,
+            project_dir,
+            work_pool_name=pool,
+            # The worker starts each run with these: heartbeats the automation watches.
+            job_variables={"env": crash_detection.heartbeat_env()},
+        )
         # RunnerDeployment.apply, not Flow.deploy: the latter lists the pool's workers
         # with a request that prefect 3.8's own server rejects (422, limit=None).
         ids.append(deployment.apply(work_pool_name=pool))
@@ -92,5 +102,8 @@ def deploy_all(project_dir: Path, pool: str = DEFAULT_POOL) -> list[UUID]:
 
 def serve_all(project_dir: Path) -> None:
     """Serve every deployment from this process until interrupted."""
+    crash_detection.ensure_zombie_automation()
+    for key, value in crash_detection.heartbeat_env().items():
+        os.environ.setdefault(key, value)  # the served runs are this process's children
     deployments = [_deployment(_load(spec), spec, project_dir) for spec in DEPLOYMENTS]
     serve(*deployments)

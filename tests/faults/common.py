@@ -86,11 +86,13 @@ class Background:
         return self.result
 
 
-def wait_for(condition: Callable[[], Any], what: str, timeout: float = 300) -> Any:
+def wait_for(
+    condition: Callable[[], Any], what: str, timeout: float = 300, every: float = 0.2
+) -> Any:
     deadline = time.monotonic() + timeout
     while not (value := condition()):
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+        time.sleep(every)
     return value
 
 

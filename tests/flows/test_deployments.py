@@ -179,6 +179,7 @@ def test_scheduler_creates_runs_and_a_worker_completes_one(
         timeout=300,
     )
     assert deploy.returncode == 0, deploy.stderr[-2000:]
+    _assert_crash_detection(server)  # the module's server was deployed to once before
     # A tiny flow every 5 s on its own pool: the worker below can only pick up its runs.
     (tmp_path / "hello_flow.py").write_text(HELLO_FLOW)
     with _client(server):
@@ -213,6 +214,21 @@ def test_scheduler_creates_runs_and_a_worker_completes_one(
     finally:
         stop(worker)
     assert all(r.auto_scheduled for r in done), "a run was not created by the scheduler"
+
+
+def _assert_crash_detection(server: str) -> None:
+    """A rerun of `deploy` leaves one zombie automation; every run gets the heartbeats
+    it watches (tests/faults/test_prefect_worker_kill.py kills a run for real)."""
+    from flows.crash_detection import AUTOMATION_NAME, heartbeat_env
+
+    with _client(server) as client:
+        automations = client.read_automations_by_name(AUTOMATION_NAME)
+        deployments = client.read_deployments(limit=100, sort=DeploymentSort.NAME_ASC)
+    assert len(automations) == 1 and automations[0].enabled
+    assert automations[0].actions[0].type == "change-flow-run-state"
+    for deployment in deployments:
+        if "unetflow" in deployment.tags:
+            assert deployment.job_variables["env"] == heartbeat_env(), deployment.name
 
 
 def _wait_for_scheduled_runs(server: str, flow_name: str, name: str, timeout: float = 90.0):

@@ -4,6 +4,7 @@ and without duplicate MLflow child runs."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -14,24 +15,89 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from tests.faults.common import DICE_TOLERANCE, intervals_lost
 from tests.faults.recorder import fault_record  # noqa: F401  (a fixture)
-from tune.mlflow_logging import SEARCH_TAG, child_runs
+from tune.mlflow_logging import EPOCH_KEY, SEARCH_TAG, TRIAL_TAG, child_runs
 from unetflow.tracking import tracking_uri
 from unetflow_cli.main import main
 
 SPACE = Path(__file__).resolve().parents[2] / "tune" / "spaces" / "hpo.yaml"
 NAME = "resume-test"
+# Epochs of ~0.4 s (base_channels 32, depth 3): with 8-channel models the whole search
+# took 7 s and ended before a trial could be caught mid-way.
+EPOCHS = 4
+
+
+def _children(uri: str, name: str) -> list:
+    experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name("unetflow")
+    return [] if experiment is None else child_runs(uri, experiment.experiment_id, name)
 
 
 def _finished_children(uri: str, name: str) -> dict[str, str]:
+    runs = _children(uri, name)
+    return {r.data.tags[TRIAL_TAG]: r.info.run_id for r in runs if r.info.status == "FINISHED"}
+
+
+def _in_flight(uri: str, name: str) -> dict[str, int]:
+    """Trials started but not finished -> the last epoch they logged (-1: none yet)."""
     client = MlflowClient(tracking_uri=uri)
-    experiment = client.get_experiment_by_name("unetflow")
-    if experiment is None:
-        return {}
-    runs = child_runs(uri, experiment.experiment_id, name)
     return {
-        r.data.tags["unetflow.trial_id"]: r.info.run_id for r in runs if r.info.status == "FINISHED"
+        r.data.tags[TRIAL_TAG]: max(
+            (m.step for m in client.get_metric_history(r.info.run_id, EPOCH_KEY)), default=-1
+        )
+        for r in _children(uri, name)
+        if r.info.status != "FINISHED"
     }
+
+
+def _mid_way(in_flight: dict[str, int]) -> bool:
+    return any(0 <= last < EPOCHS - 1 for last in in_flight.values())
+
+
+def _written(project_dir: Path, trial_id: str) -> int:
+    """The last epoch whose checkpoint the trial had written (-1: none)."""
+    from unet_core.engine import CHECKPOINT_FILE, load_checkpoint
+
+    epochs = [-1]
+    for path in (project_dir / ".unetflow" / "tune" / NAME / f"trial_{trial_id}").glob(
+        f"checkpoint_*/{CHECKPOINT_FILE}"
+    ):
+        try:
+            epochs.append(int(load_checkpoint(path)["epoch"]))
+        except Exception:  # being written when the driver died: not resumable
+            continue
+    return max(epochs)
+
+
+def _resumed_from(project_dir: Path, trial_id: str) -> int:
+    """The checkpointed epoch a trial's last session started after (-1: from scratch).
+
+    Tune's result.json holds every report; `iterations_since_restore` starts at 1 in
+    each session, so the last such row is the first report after the resume.
+    """
+    (path,) = (project_dir / ".unetflow" / "tune").glob(f"{NAME}/trial_{trial_id}/result.json")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    first = [r for r in rows if r["iterations_since_restore"] == 1][-1]
+    return int(first["epoch"]) - 1
+
+
+def _final_dice(uri: str, run_id: str) -> float:
+    history = MlflowClient(tracking_uri=uri).get_metric_history(run_id, "val_dice")
+    return max(history, key=lambda m: m.step).value
+
+
+def _uninterrupted_dice(project_dir: Path, trial_id: str, data: Path) -> float:
+    """The trial's config (saved in its checkpoint) trained again without a fault."""
+    from tune.trial import train_in_process
+    from unet_core.engine import CHECKPOINT_FILE, load_checkpoint
+    from unetflow.config import ExperimentConfig
+
+    trial_dir = project_dir / ".unetflow" / "tune" / NAME / f"trial_{trial_id}"
+    checkpoint = next(iter(sorted(trial_dir.glob(f"checkpoint_*/{CHECKPOINT_FILE}"))))
+    cfg = ExperimentConfig.model_validate_json(load_checkpoint(checkpoint)["config"])
+    reports: list[dict] = []
+    train_in_process(cfg, data, {}, lambda metrics, _: reports.append(metrics))
+    return float(reports[-1]["val_dice"])
 
 
 @pytest.mark.slow
@@ -40,12 +106,12 @@ def test_killed_search_resumes_without_rerun_or_duplicates(
     ray_local: None,
     prepared_dir: Path,
     project_dir: Path,
+    tmp_path: Path,
     fault_record,  # noqa: F811
 ) -> None:
     import ray
 
     fault_record.fault = "Tune search driver SIGKILLed, then resumed"
-    fault_record.note = "Dice and work lost are not measured by this test"
 
     args = [
         "tune",
@@ -56,7 +122,7 @@ def test_killed_search_resumes_without_rerun_or_duplicates(
         "--num-samples",
         "4",
         "--epochs",
-        "2",
+        str(EPOCHS),
         "--scheduler",
         "fifo",
         "--max-concurrent",
@@ -66,33 +132,42 @@ def test_killed_search_resumes_without_rerun_or_duplicates(
         "--project-dir",
         str(project_dir),
         "--set",
-        "model.base_channels=8",
+        "model.base_channels=32",
         "--set",
-        "model.depth=2",
+        "model.depth=3",
         "--set",
         "scaling.num_workers=1",
     ]
     # The driver joins the session's cluster, so killing it kills only the driver.
     env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "unetflow_cli.main", *args],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     uri = tracking_uri(project_dir)
+    # The store's tables are created here, first: the driver and this test's polling
+    # both creating them raced ("no such column: spans.dimension_attributes", exit 1).
+    MlflowClient(tracking_uri=uri).search_experiments()
+    log = tmp_path / "driver.log"
+    with log.open("w") as out:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "unetflow_cli.main", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 400
-        while len(finished := _finished_children(uri, NAME)) < 1:
-            assert driver.poll() is None, "the search ended before it could be killed"
+        # Killed with a trial finished and the next one mid-way: the one to resume.
+        while len(_finished_children(uri, NAME)) < 1 or not _mid_way(_in_flight(uri, NAME)):
+            assert driver.poll() is None, f"the search ended first: {log.read_text()[-2000:]}"
             assert time.monotonic() < deadline, "no trial finished in time"
-            time.sleep(1)
+            time.sleep(0.1)
     finally:
         driver.send_signal(signal.SIGKILL)
         driver.wait()
+    in_flight = _in_flight(uri, NAME)  # nothing logs now: the trials died with the driver
+    written = {t: _written(project_dir, t) for t in in_flight}
+    finished = _finished_children(uri, NAME)
     client = MlflowClient(tracking_uri=uri)
     before = {t: len(client.get_metric_history(r, "val_dice")) for t, r in finished.items()}
-    assert all(n == 2 for n in before.values())
+    assert all(n == EPOCHS for n in before.values())
 
     killed_at = time.monotonic()
     assert main(["tune", "--resume", NAME, "--project-dir", str(project_dir)]) == 0
@@ -104,7 +179,7 @@ def test_killed_search_resumes_without_rerun_or_duplicates(
     assert len(trial_ids) == 4 == len(set(trial_ids)), "duplicate or missing child runs"
     for run in children:
         assert run.info.status == "FINISHED"
-        assert len(client.get_metric_history(run.info.run_id, "val_dice")) == 2
+        assert len(client.get_metric_history(run.info.run_id, "val_dice")) == EPOCHS
     for trial_id, run_id in finished.items():  # finished before the kill: not rerun
         assert len(client.get_metric_history(run_id, "val_dice")) == before[trial_id]
     parents = client.search_runs(
@@ -112,4 +187,22 @@ def test_killed_search_resumes_without_rerun_or_duplicates(
         f"tags.`{SEARCH_TAG}` = '{NAME}' and tags.`unetflow.search_role` = 'parent'",
     )
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    # Work lost, as for every fault: the epoch in flight (one interval) plus any epoch
+    # whose checkpoint was written but not resumed from; finished trials repeat nothing.
+    lost = {t: intervals_lost(w, _resumed_from(project_dir, t)) for t, w in written.items()}
+    fault_record.intervals_lost = max(lost.values())
+    # The resumed trial against its config trained without a fault (the same seed).
+    trial_id = max(in_flight, key=in_flight.get)
+    run_ids = {r.data.tags[TRIAL_TAG]: r.info.run_id for r in children}
+    fault_record.dice = _final_dice(uri, run_ids[trial_id])
+    fault_record.baseline_dice = _uninterrupted_dice(project_dir, trial_id, prepared_dir)
+    start = _resumed_from(project_dir, trial_id)
+    how = f"resumed after epoch {start + 1}" if start >= 0 else "restarted: no checkpoint yet"
+    fault_record.note = (
+        f"{len(finished)} trial(s) finished before the kill, not rerun; Dice of the trial "
+        f"in flight ({written[trial_id] + 1} epoch(s) checkpointed, {how}) vs its config "
+        "trained uninterrupted"
+    )
+    assert abs(fault_record.dice - fault_record.baseline_dice) <= DICE_TOLERANCE
+    assert fault_record.intervals_lost <= 1, lost
     fault_record.mark_survived()
