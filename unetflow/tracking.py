@@ -136,6 +136,24 @@ def _is_kill(exc: BaseException) -> bool:
     )
 
 
+def unfinished_run(experiment_id: str, ray_run_name: str) -> str | None:
+    """The newest run of this Ray run that did not finish (its process was killed, or
+    it failed), if any.
+
+    A rerun resumes the Ray run from its last checkpoint, so it continues this MLflow
+    run too: one run per training, with every epoch's metrics, instead of a run left
+    RUNNING forever by a SIGKILL and a second one holding only the epochs after it.
+    """
+    runs = MlflowClient().search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{TAG}ray_run_name` = '{ray_run_name}' "
+        "and attributes.status != 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
 @contextmanager
 def tracked_run(**start_run_kwargs: object) -> Iterator[mlflow.ActiveRun]:
     """`mlflow.start_run` that always ends truthfully: FINISHED, FAILED or KILLED.

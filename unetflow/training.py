@@ -132,8 +132,12 @@ def train_and_register(
     experiment_id = tracking.ensure_experiment(cfg.tracking.experiment, project_dir)
     name, storage = run_name(cfg, data_version), storage_path(cfg, project_dir)
     tags = _lineage_tags(project_dir, lineage, data_version, name, storage)
+    resumed = tracking.unfinished_run(experiment_id, name)  # Ray resumes it as well
     with tracking.tracked_run(
-        experiment_id=experiment_id, run_name=name, tags=tags, log_system_metrics=True
+        experiment_id=experiment_id,
+        **({"run_id": resumed} if resumed else {"run_name": name}),
+        tags=tags,
+        log_system_metrics=True,
     ) as run:
         _log_config(cfg)
         if plan is not None:

@@ -138,6 +138,21 @@ def _state(api: str, run_id):
         return client.read_flow_run(run_id).state
 
 
+def _mlflow_client(project_dir: Path):
+    from mlflow import MlflowClient
+
+    from unetflow.tracking import tracking_uri
+
+    return MlflowClient(tracking_uri=tracking_uri(project_dir))
+
+
+def _mlflow_runs(project_dir: Path) -> list:
+    """Every training run in the project's MLflow store (the baseline logs none)."""
+    client = _mlflow_client(project_dir)
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(ids, filter_string="tags.`unetflow.ray_run_name` != ''")
+
+
 @pytest.fixture(scope="module")
 def prefect_api() -> Iterator[str]:
     with prefect_server() as url:  # SQLite: one deployment, two runs
@@ -221,6 +236,14 @@ def test_killed_worker_flow_run_crashes_and_rerun_resumes(
     assert resumed_from == recorded, (resumed_from, recorded, last_written)
     last = load_checkpoint(max(after, key=after.get))
     assert [int(row["epoch"]) for row in last["history"]] == list(range(EPOCHS))
+    # The rerun continued the killed run's MLflow run: one run, FINISHED, every epoch.
+    runs = _mlflow_runs(project_dir)
+    assert [r.info.status for r in runs] == ["FINISHED"], [r.info.status for r in runs]
+    steps = [
+        m.step
+        for m in _mlflow_client(project_dir).get_metric_history(runs[0].info.run_id, "val_dice")
+    ]
+    assert sorted(set(steps)) == list(range(EPOCHS)), steps
     fault_record.recover_s = round(recover_s, 1)
     fault_record.intervals_lost = intervals_lost(last_written, resumed_from)
     fault_record.dice = float(last["history"][-1]["val_dice"])

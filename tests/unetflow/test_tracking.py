@@ -81,3 +81,30 @@ def test_tracked_run_ends_truthfully(embedded_store, error, status) -> None:
         pass
     assert MlflowClient().get_run(run.info.run_id).info.status == status
     assert mlflow.active_run() is None
+
+
+def test_a_rerun_continues_the_unfinished_run_of_its_ray_run(embedded_store) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    from unetflow.tracking import TAG, unfinished_run
+
+    experiment = mlflow.create_experiment("reruns")
+    client = MlflowClient()
+
+    clock = iter(range(1_000, 10_000, 1_000))  # start times in ms, one apart
+
+    def run(name: str, status: str) -> str:
+        tags = {f"{TAG}ray_run_name": name}
+        started = client.create_run(experiment, start_time=next(clock), tags=tags)
+        if status != "RUNNING":  # RUNNING: its process was SIGKILLed, nothing ended it
+            client.set_terminated(started.info.run_id, status)
+        return started.info.run_id
+
+    run("a", "FINISHED")
+    assert unfinished_run(experiment, "a") is None  # a finished training starts anew
+    killed = run("a", "RUNNING")
+    run("b", "FAILED")
+    assert unfinished_run(experiment, "a") == killed
+    failed = run("a", "FAILED")  # newest first
+    assert unfinished_run(experiment, "a") == failed
