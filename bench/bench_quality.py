@@ -19,13 +19,13 @@ and the same training budget (`--budget-s`):
              with `build_trainer` + `fit`, scored through the served inference path
              between optimizer steps (an `on_step` hook), as the reference is
 
-Each is scored on the test split at the first optimizer step after each
-time of one schedule, the same for both: every budget/12 training seconds, plus an
-early-dense run budget/12 x 2^(-k/2), k = 1..10 (`score_times`), so a plateau reached
-within the first interval is timed to a factor of about 1.4, not to a whole interval
-(with budget/12 alone both pipelines first reached the MNI152 plateau at their second
-score, and the ratio was 1 by construction). Scoring time is off the clock. Dice is global over the test split (what unetflow logs as test_dice),
-from one function for both. The reference's plateau is the mean Dice of its last 3
+Each is scored on the test split at the first optimizer step after each time of one
+schedule, the same for both: every budget/12 training seconds, plus an early-dense run
+budget/12 x 2^(-k/2), k = 1..10 (`score_times`), so a plateau reached within the first
+interval is timed to a factor of about 1.4, not to a whole interval (with budget/12
+alone both pipelines first reached the MNI152 plateau at their second score: a ratio
+of about 1 by construction). Scoring time is off the clock. Dice is global over the
+test split (what unetflow logs as test_dice), from one function for both. The reference's plateau is the mean Dice of its last 3
 points; the table gives the training seconds each pipeline first reached it and the
 ratio (goal: unetflow <= 0.5x the reference's time, and a final Dice >= 0.005 above).
 The benchmark reports; it asserts nothing. Writes ``bench/results/quality_cpu.md``.
