@@ -29,16 +29,29 @@ class BudgetSpent(Exception):
     """Raised from inside a training loop when its time budget is used up."""
 
 
+def score_times(budget_s: float, per_budget: int, early_halvings: int) -> tuple[float, ...]:
+    """Training seconds at which both pipelines are scored: every `budget_s / per_budget`
+    seconds, plus an early-dense geometric run `budget_s / per_budget * 2 ** (-k / 2)`,
+    k = 1 .. 2 * `early_halvings` (a factor of about 1.41 apart): the time to a plateau
+    that is reached in the first interval is then resolved to that factor, not to a
+    whole interval."""
+    every = budget_s / per_budget
+    linear = [every * k for k in range(1, per_budget + 1)]
+    early = [every * 2 ** (-k / 2) for k in range(1, 2 * early_halvings + 1)]
+    return tuple(sorted(set(early + linear)))
+
+
 @dataclass
 class TrainClock:
-    """Training seconds: wall time since `start()`, less the time spent scoring."""
+    """Training seconds: wall time since `start()`, less the time spent scoring; the
+    model is scored at the first step after each of `times` (training seconds)."""
 
     budget_s: float
-    score_every_s: float
+    times: tuple[float, ...]
     points: list[tuple[float, float]] = field(default_factory=list)  # (train s, Dice)
     _start: float = 0.0
     _paused: float = 0.0
-    _last_score: float = -1.0
+    _next: int = 0  # index into `times` of the next score
     _last_step: int = -1
 
     def start(self) -> None:
@@ -51,18 +64,22 @@ class TrainClock:
         return self.elapsed() >= self.budget_s
 
     def maybe_score(self, score: Callable[[], float], step: int, force: bool = False) -> None:
-        """Score after `step` training steps (or epochs) when `score_every_s` passed since
-        the last score, or when `force`d and the model changed since; off the clock."""
+        """Score after `step` training steps (or epochs) once the next scheduled time
+        passed (all passed times count as one), or when `force`d and the model changed
+        since the last score; off the clock."""
         now = self.elapsed()
         if step == self._last_step:
             return
-        if not force and self._last_score >= 0 and now - self._last_score < self.score_every_s:
+        due = self._next < len(self.times) and now >= self.times[self._next]
+        if not (due or force):
             return
+        while self._next < len(self.times) and now >= self.times[self._next]:
+            self._next += 1
         paused = time.perf_counter()
         dice = score()
         self._paused += time.perf_counter() - paused
         self.points.append((now, dice))
-        self._last_score, self._last_step = now, step
+        self._last_step = step
 
 
 def global_dice(preds: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> float:

@@ -18,8 +18,11 @@ settings that each carry a one-line reason (`PlannedValue`). The rules, kept sma
 - batch: what fits the budget, at least `MIN_BATCH`, at most `MAX_BATCH`, and at most
   what keeps one batch under `BATCH_DATA_SHARE` of the train voxels (nnU-Net's 5%).
 - normalisation: ``ct`` for integer images whose range spans Hounsfield-like values
-  (min <= `CT_MIN`, max >= `CT_MAX`): clip to the foreground's 0.5/99.5 percentiles
-  and z-score with the foreground's mean/std; else ``per_image`` z-score.
+  (`planning_norm`): clip to the foreground's 0.5/99.5 percentiles
+  and z-score with the foreground's mean/std; else ``per_image`` z-score, unless the
+  cases share one intensity scale (their foreground medians agree `SHARED_SCALE_RATIO`
+  x better under the train split's mean/std than under each image's own): the ``ct``
+  window then fits all cases too.
 - steps per epoch: enough batches over all workers to draw the train voxels once,
   within [1, `MAX_STEPS_PER_EPOCH`]; epochs: enough to reach `STEPS_PER_CASE` optimizer
   steps per train case, within [`MIN_TOTAL_STEPS`, `MAX_TOTAL_STEPS`] steps and at most
@@ -39,6 +42,7 @@ import numpy as np
 from unet_core.data.errors import DataError
 from unet_core.data.normalization import Normalization
 from unet_core.data.prepared import PreparedStore
+from unet_core.planning_norm import case_spread, choose_normalization
 
 T = TypeVar("T")
 
@@ -52,7 +56,6 @@ MIN_BATCH = 2  # batch statistics and gradient noise need two samples (nnU-Net's
 MAX_BATCH = 32  # beyond this a bigger batch buys fewer, not better, steps
 BATCH_DATA_SHARE = 0.05  # one batch covers at most 5% of the train voxels (nnU-Net)
 ANISOTROPY = 3.0  # coarsest / finest median spacing above which data is anisotropic
-CT_MIN, CT_MAX = -500.0, 500.0  # an integer range spanning these looks like Hounsfield units
 FG_SAMPLES_PER_CASE = 64  # foreground voxels read per case for the intensity percentiles
 FG_MAX_CASES = 50  # cases sampled for them: a bounded read on any data set size
 MAX_STEPS_PER_EPOCH = 250  # nnU-Net's epoch length: keeps validation regular on big data
@@ -85,6 +88,9 @@ class Fingerprint:
     fg_mean: tuple[float, ...]  # per channel, foreground clipped to the percentiles
     fg_std: tuple[float, ...]
     label_share: dict[int, float] = field(default_factory=dict)  # share of cases with label
+    # How much the median foreground intensity of a train case moves between cases, in
+    # z units, under (per-image stats, the train split's stats); None: < 2 such cases.
+    fg_case_spread: tuple[float, float] | None = None
     other_shapes: bool = False  # val/test cases of a shape the train cases lack
 
     @property
@@ -123,6 +129,16 @@ class Fingerprint:
             f"intensities: {self.dtype}, range [{lo:g}, {hi:g}], "
             f"foreground 0.5/99.5 percentiles [{p_lo:g}, {p_hi:g}] (channel 0)",
             f"cases holding each label: {labels or 'none'}",
+            *self._spread_line(),
+        ]
+
+    def _spread_line(self) -> list[str]:
+        if self.fg_case_spread is None:
+            return []
+        own, shared = self.fg_case_spread
+        return [
+            f"foreground median across train cases: std {own:.3g} z-scored per image, "
+            f"{shared:.3g} z-scored with the train split's mean/std"
         ]
 
 
@@ -133,7 +149,9 @@ def fingerprint(store: PreparedStore) -> Fingerprint:
     if manifest.count("train") == 0:
         raise DataError(store.root, "has no train cases to plan from; re-prepare it")
     cases = [store.case(stem) for stem in manifest.stems("train")]
-    fg = _foreground_intensities(store, cases[:FG_MAX_CASES], manifest.in_channels)
+    per_case = _foreground_intensities(store, cases[:FG_MAX_CASES], manifest.in_channels)
+    fg = [np.concatenate(v) if v else np.zeros(0) for v in zip(*per_case.values(), strict=True)]
+    fg = fg or [np.zeros(0)] * manifest.in_channels
     percentiles, means, stds = [], [], []
     for values in fg:
         lo, hi = np.percentile(values, (0.5, 99.5)) if values.size else (0.0, 1.0)
@@ -155,23 +173,28 @@ def fingerprint(store: PreparedStore) -> Fingerprint:
         fg_std=tuple(stds),
         label_share={int(k): v / len(cases) for k, v in sorted(labels.items())},
         other_shapes=not manifest.uniform_shape,
+        fg_case_spread=case_spread(per_case, {c.stem: c for c in cases}, manifest),
     )
 
 
-def _foreground_intensities(store: PreparedStore, cases: list, channels: int) -> list[np.ndarray]:
-    """Per channel, the image values at up to `FG_SAMPLES_PER_CASE` foreground voxels of
-    each case (a coordinate read fetches only the chunks holding them)."""
-    out: list[list[np.ndarray]] = [[] for _ in range(channels)]
+def _foreground_intensities(
+    store: PreparedStore, cases: list, channels: int
+) -> dict[str, list[np.ndarray]]:
+    """Per case holding foreground, per channel, the image values at up to
+    `FG_SAMPLES_PER_CASE` of its foreground voxels (a coordinate read fetches only the
+    chunks holding them)."""
+    out: dict[str, list[np.ndarray]] = {}
     for case in cases:
         points = [p for label in sorted(case.foreground) for p in case.foreground[label]]
         if not points:
             continue
         coords = np.array(points[:: max(1, len(points) // FG_SAMPLES_PER_CASE)], dtype=np.int64)
         image = store.image(case.stem)
-        for c in range(channels):
-            index = (np.full(len(coords), c), *coords.T)
-            out[c].append(np.asarray(image.vindex[index], dtype=np.float64))
-    return [np.concatenate(v) if v else np.zeros(0) for v in out]
+        out[case.stem] = [
+            np.asarray(image.vindex[(np.full(len(coords), c), *coords.T)], dtype=np.float64)
+            for c in range(channels)
+        ]
+    return out
 
 
 @dataclass(frozen=True)
@@ -362,20 +385,7 @@ def _batch(fp: Fingerprint, patch, budget: int, base_channels: int) -> PlannedVa
 
 
 def _normalization(fp: Fingerprint) -> PlannedValue[Normalization]:
-    lo, hi = fp.intensity_range[0]
-    integer = np.dtype(fp.dtype).kind in "iu"
-    if integer and lo <= CT_MIN and hi >= CT_MAX:
-        norm = Normalization(mode="ct", clip=fp.fg_percentiles[0], mean=fp.fg_mean, std=fp.fg_std)
-        why = (
-            f"CT-like: integer {fp.dtype} spanning [{lo:g}, {hi:g}] (<= {CT_MIN:g} and >= "
-            f"{CT_MAX:g}); clip to the foreground's 0.5/99.5 percentiles, z-score with "
-            "its mean/std"
-        )
-        return PlannedValue(norm, why)
-    return PlannedValue(
-        Normalization(mode="per_image"),
-        f"{fp.dtype} in [{lo:g}, {hi:g}] is not CT-like: each image z-scored by its own stats",
-    )
+    return PlannedValue(*choose_normalization(fp))
 
 
 def _steps(fp: Fingerprint, patch, batch: int, workers: int) -> PlannedValue[int | None]:

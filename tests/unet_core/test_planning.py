@@ -104,6 +104,51 @@ def test_ct_like_integers_get_a_ct_window_and_float_images_per_image() -> None:
     assert plan(counts, GiB).normalization.value.mode == "per_image"
 
 
+def test_float_cases_on_one_intensity_scale_get_one_window_for_all() -> None:
+    """Slabs of one scan: the foreground sits at one raw value, so one window and the
+    foreground's stats keep it there, while each slab's own stats move it with the
+    slab's background."""
+    from dataclasses import replace
+
+    shared = plan(replace(TILES, fg_case_spread=(2.7, 0.12)), GiB).normalization
+    assert shared.value.mode == "ct" and "share one intensity scale" in shared.why
+    assert shared.value.clip == (-50.0, 250.0) and shared.value.mean == (80.0,)
+    two = replace(TILES, fg_case_spread=(2.7, 0.12), in_channels=2)
+    assert plan(two, GiB).normalization.value.mode == "dataset"  # one window per channel
+    # Scanner gains differ: per-image stats agree better (or not clearly worse): per image.
+    for spread in ((0.38, 0.31), (0.24, 0.32), None):
+        norm = plan(replace(TILES, fg_case_spread=spread), GiB).normalization.value
+        assert norm.mode == "per_image", spread
+
+
+def _float_cases(tmp_path: Path, gains: list[float]) -> PreparedStore:
+    """Cases whose foreground is tissue at 0.8 x gain in a background of 0.3 x gain, on a
+    field of zeros whose share grows from case to case (slabs nearer the skull top)."""
+    rng = np.random.default_rng(0)
+    cases = []
+    for i, gain in enumerate(gains):
+        image = np.zeros((1, 32, 32), np.float32)
+        side = 30 - 4 * i  # less head, more air
+        image[0, :side, :side] = 0.3 * gain
+        mask = np.zeros((32, 32), np.uint8)
+        mask[: side // 2, : side // 2] = 1
+        image[0][mask == 1] = 0.8 * gain
+        image += rng.normal(0, 0.01, image.shape).astype(np.float32)
+        cases.append(write_case(tmp_path, f"c{i}", "train", image, mask, spacing=(1.0, 1.0)))
+    write_manifest(tmp_path, cases)
+    return PreparedStore(tmp_path)
+
+
+def test_fingerprint_tells_one_intensity_scale_from_per_case_gains(tmp_path: Path) -> None:
+    one_scale = fingerprint(_float_cases(tmp_path / "one", [1.0] * 5))
+    assert one_scale.fg_case_spread is not None
+    own, shared = one_scale.fg_case_spread
+    assert shared < 0.5 * own
+    assert plan(one_scale, GiB).normalization.value.mode == "ct"
+    gains = fingerprint(_float_cases(tmp_path / "gains", [0.5, 2.0, 1.0, 3.0, 0.7]))
+    assert plan(gains, GiB).normalization.value.mode == "per_image"
+
+
 def test_user_fixed_patch_and_pooling_are_planned_around() -> None:
     kernels = ((2, 2), (2, 2))
     result = plan(VARIED, GiB, 1, kernels=kernels, patch_size=(96, 96))

@@ -9,7 +9,8 @@ Three modes, as nnU-Net chooses them from a data set's fingerprint:
   patch is normalised with the statistics of the whole case it was cut from.
 - ``ct``: clip to a fixed window (the foreground's 0.5/99.5 percentiles), then
   ``(x - mean) / std`` with the foreground's statistics (CT: Hounsfield units mean
-  the same tissue in every scan, so one global window fits all).
+  the same tissue in every scan, so one global window fits all). The planner also picks
+  it for other data whose cases share one intensity scale (slabs of one scan).
 
 Example:
     >>> norm = Normalization(mode="ct", clip=(-100.0, 300.0), mean=(60.0,), std=(40.0,))
