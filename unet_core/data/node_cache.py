@@ -21,7 +21,9 @@ case crosses the network once per node, not once per process. Design:
   folder-wide ``flock``, least recently used first (mtime, touched on every open). A case
   larger than a quarter of the budget is not cached (it would evict most of the others at
   every read); it streams its chunks from storage. Downloads in flight add at most one
-  case per filling process on top of the bound.
+  case per filling process on top of the bound, and an evicted file a process still
+  holds open keeps its blocks until that process next uses it (`PreparedStore` then
+  drops the handle) or its handle ages out (at most ``prepared.CACHED_HANDLES`` arrays a process).
 
 Example:
     >>> cache = NodeCache(None, max_bytes=20 * 2**30)  # <tmp>/unetflow-node-cache-<uid>
@@ -91,15 +93,23 @@ class NodeCache:
 
     def lookup(self, key: str) -> Path | None:
         """The cached file of ``key`` (marked recently used), or None."""
-        if not _KEY.fullmatch(key):
-            return None
-        path = self.path(key)
-        try:
-            os.utime(path)
-        except FileNotFoundError:
+        if not self.touch(key):
             return None
         self.hits += 1
-        return path
+        return self.path(key)
+
+    def touch(self, key: str) -> bool:
+        """Mark ``key`` recently used; False when it is not (or no longer) cached.
+
+        The mtime is the LRU clock: eviction goes by it, so a reader touches a file on
+        every use, not only when it opens it."""
+        if not _KEY.fullmatch(key):
+            return False
+        try:
+            os.utime(self.path(key))
+        except FileNotFoundError:
+            return False
+        return True
 
     def fill(self, key: str, size: int, write: Callable[[Path], None]) -> Path:
         """Download ``key`` with ``write(temp_path)`` (which must raise on bad content)
@@ -193,6 +203,8 @@ def cached_array(
     import zarr
     from zarr.storage import ZipStore
 
+    if not _KEY.fullmatch(key):  # not a sha256 (nothing to key on): read from storage
+        return None
     for _ in range(2):  # a file evicted between lookup and open is filled again
         path = cache.lookup(key)
         if path is None:
