@@ -36,6 +36,7 @@ import fcntl
 import os
 import re
 import secrets
+from stat import S_ISDIR
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -55,6 +56,10 @@ TMP = ".tmp-"
 STALE_TMP_S = 3600.0  # a temp file this old belongs to a filler that died
 ADMIT_FRACTION = 4  # cache cases up to max_bytes / 4
 _KEY = re.compile(r"[0-9a-f]{64}")  # a sha256: also keeps manifest text out of paths
+# The only names the cache ever deletes: a folder shared with other files (a user's
+# data.node_cache_dir: /local_nvme) keeps them, whatever their names.
+_OWN_FILE = re.compile(rf"{_KEY.pattern}{re.escape(SUFFIX)}")
+_OWN_TMP = re.compile(rf"{re.escape(TMP)}{_KEY.pattern}-.*")
 DOWNLOAD_BATCH = 32  # objects fetched concurrently (and held in memory) per request batch
 
 
@@ -137,10 +142,14 @@ class NodeCache:
     def _ensure_root(self) -> None:
         root = self.root
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if root.stat().st_uid != os.getuid():
-            # Files here are trusted without re-hashing: refuse a folder others control.
+        # Files here are trusted without re-hashing: refuse a folder others control, and
+        # in the shared temp dir a link planted in its place (it could point anywhere).
+        stat = root.stat() if self.folder else root.lstat()
+        if stat.st_uid != os.getuid() or not S_ISDIR(stat.st_mode):
             raise DataError(
-                root, "node cache folder belongs to another user; set data.node_cache_dir"
+                root,
+                "node cache folder is not a folder of this user (another owner, or a "
+                "link in the temp dir); set data.node_cache_dir to a folder of your own",
             )
 
     def _scan(self) -> list[tuple[Path, os.stat_result]]:
@@ -151,9 +160,9 @@ class NodeCache:
                 stat = entry.stat()
             except FileNotFoundError:  # evicted by another process meanwhile
                 continue
-            if entry.name.endswith(SUFFIX) and not entry.name.startswith("."):
+            if _OWN_FILE.fullmatch(entry.name):
                 found.append((Path(entry.path), stat))
-            elif entry.name.startswith(TMP) and now - stat.st_mtime > STALE_TMP_S:
+            elif _OWN_TMP.fullmatch(entry.name) and now - stat.st_mtime > STALE_TMP_S:
                 Path(entry.path).unlink(missing_ok=True)
         return found
 
