@@ -127,7 +127,8 @@ class PreparedStore:
         except OSError as err:  # the local disk, not the data: read from storage instead
             warnings.warn(
                 f"node cache {self.node_cache.root} unusable ({type(err).__name__}: {err}); "
-                f"reading {self.root} from storage",
+                f"reading {self.root} from storage (set data.node_cache_dir to a writable "
+                "local folder, or data.node_cache_gb: 0)",
                 stacklevel=2,
             )
             self.node_cache = None
