@@ -57,6 +57,9 @@ class PreparedStore:
         options: fsspec storage options for a URI, e.g.
             ``{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}``; None takes
             the endpoint from ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``.
+        node_cache: disk cache of remote cases shared by the node's processes: a case
+            is downloaded into it whole, checked against its sha256, and read from
+            there (None, or a local ``root``: every read goes to ``root``).
     """
 
     def __init__(
