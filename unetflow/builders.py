@@ -98,26 +98,10 @@ def make_loaders(
         # loop dead (and any lock it held), so loader workers are spawned instead.
         "multiprocessing_context": "spawn" if workers > 0 else None,
     }
-    norm = cfg.data.normalization
-    cache = node_cache(cfg)
-    val_set = PreparedDataset(
-        data,
-        "val",
-        options=options,
-        cache_mb=cfg.data.cache_mb / 2,
-        normalization=norm,
-        node_cache=cache,
-    )
+    val_set = _whole_cases(cfg, data, "val", options, cfg.data.cache_mb / 2)
     val_sampler = ShardSampler(len(val_set), rank, world_size)
     if cfg.data.patch_size is None:
-        train_set = PreparedDataset(
-            data,
-            "train",
-            options=options,
-            cache_mb=cfg.data.cache_mb,
-            normalization=norm,
-            node_cache=cache,
-        )
+        train_set = _whole_cases(cfg, data, "train", options, cfg.data.cache_mb)
         if not train_set.manifest.uniform_shape:
             raise DataError(
                 train_set.store.root,
@@ -133,6 +117,20 @@ def make_loaders(
     stream = patch_stream(cfg, data, rank, world_size, options)
     train = DataLoader(stream, batch_size=cfg.train.batch_size, **common)
     return train, DataLoader(val_set, sampler=val_sampler, batch_size=1, **common)
+
+
+def _whole_cases(
+    cfg: ExperimentConfig, data: str | Path, split: str, options: dict | None, cache_mb: float
+) -> PreparedDataset:
+    """The whole cases of ``split``, read through this node's cache when remote."""
+    return PreparedDataset(
+        data,
+        split,
+        options=options,
+        cache_mb=cache_mb,
+        normalization=cfg.data.normalization,
+        node_cache=node_cache(cfg),
+    )
 
 
 def patch_stream(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from math import inf
 from pathlib import Path
 from typing import Any, Literal
 
@@ -85,6 +86,7 @@ class DataConfig(_Frozen):
     node_cache_gb: float = Field(
         DEFAULT_NODE_CACHE_GB,
         ge=0,
+        allow_inf_nan=False,
         description="bound of the node cache on each node's disk, GB; 0 turns it off "
         "(every worker then reads from storage)",
     )
@@ -243,10 +245,10 @@ class ExperimentConfig(_Frozen):
                 f"{dims}D model; set one size per spatial axis"
             )
         target = self.data.target_spacing
-        if target is not None and (len(target) != dims or min(target) <= 0):
+        if target is not None and (len(target) != dims or not all(0 < v < inf for v in target)):
             raise ValueError(
-                f"data.target_spacing {list(target)} needs {dims} positive voxel sizes for "
-                f"a {dims}D model (in the images' units, e.g. mm), or null"
+                f"data.target_spacing {list(target)} needs {dims} positive finite voxel "
+                f"sizes for a {dims}D model (in the images' units, e.g. mm), or null"
             )
         if patch is None and self.train.steps_per_epoch is not None:
             raise ValueError(

@@ -27,7 +27,7 @@ from unet_core.data import (
     split_indices,
     write_manifest,
 )
-from unet_core.data.prepared import MANIFEST, Case
+from unet_core.data.manifest import MANIFEST, Case
 from unet_core.data.store import is_remote
 from unetflow.config import ExperimentConfig
 from unetflow.data_params import SplitParams
@@ -259,18 +259,20 @@ def config_check(cfg: ExperimentConfig, planning: bool = False) -> DataCheck:
     return check
 
 
-def resolve_for(project_dir: Path, cfg: ExperimentConfig) -> tuple[Path, str | None]:
-    """`resolve_data` for `cfg`: refuses data its model and loss cannot train on.
+def resolve_for(
+    project_dir: Path, cfg: ExperimentConfig, planning: bool = False
+) -> tuple[Path, str | None]:
+    """`resolve_data` for `cfg`: refuses data its model and loss cannot train on
+    (`config_check`; ``planning``: before the plan fills the unset settings).
 
     Runs on the driver, so bad data fails in one line before any Ray worker starts.
     """
     model = cfg.model
-    check = config_check(cfg)
     return resolve_data(
         project_dir,
         cfg.data.path,
         model.spatial_dims,
         model.in_channels,
-        check,
+        config_check(cfg, planning=planning),
         cfg.data.target_spacing,
     )

@@ -38,7 +38,7 @@ import numpy as np
 
 from unet_core.data import DataError, generate_synthetic, scan_folder
 from unet_core.data.folder import check_pairs, stems_of
-from unet_core.data.prepared import sha256_file
+from unet_core.data.manifest import sha256_file
 from unetflow.data_params import DataParams, read_params
 from unetflow.errors import UsageError
 

@@ -20,11 +20,11 @@ import yaml
 from pydantic import BaseModel
 
 from unet_core.data import PreparedStore
-from unet_core.data.prepared import MANIFEST
+from unet_core.data.manifest import MANIFEST
 from unet_core.data.store import is_remote
 from unet_core.planning import Plan, fingerprint, plan
 from unetflow.config import DEFAULT_MODEL, ExperimentConfig, parse_config, set_dotted
-from unetflow.datasets import config_check, is_raw_folder, resolve_data
+from unetflow.datasets import is_raw_folder, resolve_for
 
 PLAN_ARTIFACT = "plan.yaml"
 GPU_SHARE = 0.5  # of the GPU's memory: weights, optimizer state, cuDNN workspace take the rest
@@ -149,15 +149,7 @@ def planned(
     if location is None:
         if not is_raw_folder((project_dir / cfg.data.path).resolve()):
             return cfg, None, ""
-        model, check = cfg.model, config_check(cfg, planning=True)
-        location, _ = resolve_data(
-            project_dir,
-            cfg.data.path,
-            model.spatial_dims,
-            model.in_channels,
-            check,
-            cfg.data.target_spacing,
-        )
+        location, _ = resolve_for(project_dir, cfg, planning=True)
     result, memory_why = plan_for(location, cfg)
     return apply_plan(cfg, result), result, memory_why
 

@@ -35,7 +35,7 @@ from unet_core.data import (
     store,
     write_manifest,
 )
-from unet_core.data.prepared import MANIFEST
+from unet_core.data.manifest import MANIFEST
 from unetflow.data_params import DataParams, GroupParams, read_params
 from unetflow.errors import UsageError
 from unetflow.ingest import check_raw, ingest_into, write_meta

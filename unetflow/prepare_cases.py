@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from unet_core.data import Case, DataError, Sample, load_pair, read_geometry, write_case
-from unet_core.data.prepared import SourceGeometry, sha256_file
+from unet_core.data.manifest import SourceGeometry, sha256_file
 from unet_core.data.resample import (
     resample_image,
     resample_mask,

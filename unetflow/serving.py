@@ -7,6 +7,7 @@ the graph to one batch and image size.
 
 from __future__ import annotations
 
+from math import inf
 from typing import Any
 
 import mlflow.pyfunc
@@ -61,9 +62,9 @@ def input_spacing(value: Any, spatial_dims: int) -> tuple[float, ...] | None:
     if value is None or len(value) == 0:
         return None
     spacing = tuple(float(v) for v in value)
-    if len(spacing) != spatial_dims or min(spacing) <= 0:
+    if len(spacing) != spatial_dims or not all(0 < v < inf for v in spacing):  # NaN too
         raise ValueError(
-            f"params.spacing {list(spacing)} needs {spatial_dims} positive voxel sizes "
+            f"params.spacing {list(spacing)} needs {spatial_dims} positive finite voxel sizes "
             "(one per spatial axis, as in the training data's units), or []"
         )
     return spacing

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from unet_core.data import DataError, read_array
-from unet_core.data.prepared import sha256_file
+from unet_core.data.manifest import sha256_file
 from unet_core.engine import load_checkpoint
 from unet_core.package import load_package
 from unetflow.data_params import DataParams

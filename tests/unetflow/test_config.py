@@ -30,6 +30,8 @@ def test_model_preset_with_overrides(tmp_path) -> None:
         ("data: {node_cache_dir: 's3://b/cache'}", "absolute local folder"),
         ("data: {node_cache_gb: -1}", "data.node_cache_gb"),
         ("data: {target_spacing: [1.0, 1.0, 1.0]}", "data.target_spacing"),
+        ("data: {target_spacing: [.nan, 1.0]}", "positive finite"),
+        ("data: {node_cache_gb: .inf}", "data.node_cache_gb"),
     ],
 )
 def test_bad_config_names_file_and_field(tmp_path, text: str, needle: str) -> None:

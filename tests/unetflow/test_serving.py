@@ -25,23 +25,24 @@ from unetflow_cli.main import main
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-@pytest.fixture
-def logged_model(tmp_path: Path, monkeypatch) -> str:
+def _log_package(tmp_path: Path, monkeypatch, spec: InferenceSpec) -> tuple[Path, str]:
+    """An untrained 2D U-Net package logged to a sqlite MLflow: (package, model URI)."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
     config = get_model_config("unet", base_channels=4, depth=2)
     torch.manual_seed(0)
-    package = save_package(
-        tmp_path / "model.pt",
-        create_model(config).state_dict(),
-        config,
-        InferenceSpec((0.5,), (0.2,)),
-    )
+    package = save_package(tmp_path / "model.pt", create_model(config).state_dict(), config, spec)
     experiment = mlflow.create_experiment("serve", artifact_location=(tmp_path / "art").as_uri())
     with mlflow.start_run(experiment_id=experiment):
         example = np.zeros((1, 1, 32, 32), np.float32)
-        return tracking.log_model(package, example, in_channels=1, spatial_dims=2).model_uri
+        model = tracking.log_model(package, example, in_channels=1, spatial_dims=2)
+    return package, model.model_uri
+
+
+@pytest.fixture
+def logged_model(tmp_path: Path, monkeypatch) -> str:
+    return _log_package(tmp_path, monkeypatch, InferenceSpec((0.5,), (0.2,)))[1]
 
 
 def _ping(port: int) -> bool:
@@ -119,17 +120,8 @@ def test_logged_model_is_code_not_a_pickle(logged_model: str, tmp_path: Path) ->
 
 
 def test_served_model_resamples_inputs_given_their_spacing(tmp_path: Path, monkeypatch) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    config = get_model_config("unet", base_channels=4, depth=2)
-    torch.manual_seed(0)
     spec = InferenceSpec((0.5,), (0.2,), target_spacing=(1.0, 1.0))
-    package = save_package(tmp_path / "model.pt", create_model(config).state_dict(), config, spec)
-    experiment = mlflow.create_experiment("spacing", artifact_location=(tmp_path / "a").as_uri())
-    with mlflow.start_run(experiment_id=experiment):
-        example = np.zeros((1, 1, 32, 32), np.float32)
-        model_uri = tracking.log_model(package, example, in_channels=1, spatial_dims=2).model_uri
+    package, model_uri = _log_package(tmp_path, monkeypatch, spec)
     served = mlflow.pyfunc.load_model(model_uri)
     batch = np.random.default_rng(1).random((1, 1, 40, 36)).astype(np.float32)
     segmenter = load_package(package)
@@ -144,5 +136,6 @@ def test_served_model_resamples_inputs_given_their_spacing(tmp_path: Path, monke
     native = served.predict(batch, params={"threshold": cut})
     assert np.array_equal(native, segmenter(torch.from_numpy(batch), threshold=cut).numpy())
     assert 0 < native.mean() < 1 and not np.array_equal(fine, native)
-    with pytest.raises(ValueError, match=r"params\.spacing \[0\.5\] needs 2 positive"):
-        served.predict(batch, params={"spacing": [0.5]})
+    for bad in ([0.5], [0.5, float("nan")]):
+        with pytest.raises(ValueError, match=r"params\.spacing \[.*\] needs 2 positive finite"):
+            served.predict(batch, params={"spacing": bad})

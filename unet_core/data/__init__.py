@@ -29,14 +29,12 @@ from unet_core.data.folder import (
     read_geometry,
     scan_folder,
 )
+from unet_core.data.manifest import Case, Manifest, read_manifest
 from unet_core.data.prepared import (
-    Case,
-    Manifest,
     PreparedStore,
     load_split,
     load_split_with_stems,
     normalize,
-    read_manifest,
     verify_cases,
 )
 from unet_core.data.prepared_write import write_case, write_manifest, write_prepared

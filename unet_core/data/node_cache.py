@@ -21,7 +21,9 @@ case crosses the network once per node, not once per process. Design:
   folder-wide ``flock``, least recently used first (mtime, touched on every open). A case
   larger than a quarter of the budget is not cached (it would evict most of the others at
   every read); it streams its chunks from storage. Downloads in flight add at most one
-  case per filling process on top of the bound.
+  case per filling process on top of the bound, and an evicted file a process still
+  holds open keeps its blocks until that process next uses it (`PreparedStore` then
+  drops the handle) or its handle ages out (at most ``prepared.CACHED_HANDLES`` arrays a process).
 
 Example:
     >>> cache = NodeCache(None, max_bytes=20 * 2**30)  # <tmp>/unetflow-node-cache-<uid>
@@ -34,6 +36,7 @@ import fcntl
 import os
 import re
 import secrets
+from stat import S_ISDIR
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -53,6 +56,10 @@ TMP = ".tmp-"
 STALE_TMP_S = 3600.0  # a temp file this old belongs to a filler that died
 ADMIT_FRACTION = 4  # cache cases up to max_bytes / 4
 _KEY = re.compile(r"[0-9a-f]{64}")  # a sha256: also keeps manifest text out of paths
+# The only names the cache ever deletes: a folder shared with other files (a user's
+# data.node_cache_dir: /local_nvme) keeps them, whatever their names.
+_OWN_FILE = re.compile(rf"{_KEY.pattern}{re.escape(SUFFIX)}")
+_OWN_TMP = re.compile(rf"{re.escape(TMP)}{_KEY.pattern}-.*")
 DOWNLOAD_BATCH = 32  # objects fetched concurrently (and held in memory) per request batch
 
 
@@ -91,15 +98,23 @@ class NodeCache:
 
     def lookup(self, key: str) -> Path | None:
         """The cached file of ``key`` (marked recently used), or None."""
-        if not _KEY.fullmatch(key):
-            return None
-        path = self.path(key)
-        try:
-            os.utime(path)
-        except FileNotFoundError:
+        if not self.touch(key):
             return None
         self.hits += 1
-        return path
+        return self.path(key)
+
+    def touch(self, key: str) -> bool:
+        """Mark ``key`` recently used; False when it is not (or no longer) cached.
+
+        The mtime is the LRU clock: eviction goes by it, so a reader touches a file on
+        every use, not only when it opens it."""
+        if not _KEY.fullmatch(key):
+            return False
+        try:
+            os.utime(self.path(key))
+        except FileNotFoundError:
+            return False
+        return True
 
     def fill(self, key: str, size: int, write: Callable[[Path], None]) -> Path:
         """Download ``key`` with ``write(temp_path)`` (which must raise on bad content)
@@ -127,10 +142,14 @@ class NodeCache:
     def _ensure_root(self) -> None:
         root = self.root
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if root.stat().st_uid != os.getuid():
-            # Files here are trusted without re-hashing: refuse a folder others control.
+        # Files here are trusted without re-hashing: refuse a folder others control, and
+        # in the shared temp dir a link planted in its place (it could point anywhere).
+        stat = root.stat() if self.folder else root.lstat()
+        if stat.st_uid != os.getuid() or not S_ISDIR(stat.st_mode):
             raise DataError(
-                root, "node cache folder belongs to another user; set data.node_cache_dir"
+                root,
+                "node cache folder is not a folder of this user (another owner, or a "
+                "link in the temp dir); set data.node_cache_dir to a folder of your own",
             )
 
     def _scan(self) -> list[tuple[Path, os.stat_result]]:
@@ -141,9 +160,9 @@ class NodeCache:
                 stat = entry.stat()
             except FileNotFoundError:  # evicted by another process meanwhile
                 continue
-            if entry.name.endswith(SUFFIX) and not entry.name.startswith("."):
+            if _OWN_FILE.fullmatch(entry.name):
                 found.append((Path(entry.path), stat))
-            elif entry.name.startswith(TMP) and now - stat.st_mtime > STALE_TMP_S:
+            elif _OWN_TMP.fullmatch(entry.name) and now - stat.st_mtime > STALE_TMP_S:
                 Path(entry.path).unlink(missing_ok=True)
         return found
 
@@ -193,6 +212,8 @@ def cached_array(
     import zarr
     from zarr.storage import ZipStore
 
+    if not _KEY.fullmatch(key):  # not a sha256 (nothing to key on): read from storage
+        return None
     for _ in range(2):  # a file evicted between lookup and open is filled again
         path = cache.lookup(key)
         if path is None:

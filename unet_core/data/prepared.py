@@ -12,7 +12,8 @@ streams patches straight from object storage and never holds the data set in mem
 Chunks carry a crc32c checksum (a corrupt chunk fails on read) and the manifest holds
 each case's content sha256, so the manifest's own hash is the data version.
 
-Writing lives in `prepared_write`; this module reads.
+The manifest's schema lives in `manifest`, writing in `prepared_write`; this module
+reads the arrays.
 
 Example:
     >>> store = PreparedStore("s3://bucket/prepared")
@@ -23,180 +24,29 @@ Example:
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import warnings
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from unet_core.data import store as st
 from unet_core.data.errors import DataError
+from unet_core.data.manifest import (
+    REPREPARE,
+    Case,
+    Manifest,
+    case_dir,
+    content_sha256,
+    read_manifest,
+)
 from unet_core.data.node_cache import NodeCache, cached_array
 from unet_core.data.normalization import Normalization, normalize_batch, normalize_image
 
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 2
-CASES = "cases"
 OPEN_HANDLES = 1024  # array handles a store keeps open (metadata only, no voxels)
-CACHED_HANDLES = 128  # with a node cache each handle holds a file open: stay far below ulimit
-REPREPARE = "re-prepare it with `unetflow data prepare` (or `dvc repro prepare`)"
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class ChannelStats(_Frozen):
-    """Per-channel sums of one case, pooled over the train split into mean and std."""
-
-    count: int  # voxels per channel
-    sum: tuple[float, ...]
-    sum_sq: tuple[float, ...]
-    min: tuple[float, ...]
-    max: tuple[float, ...]
-
-
-class SourceGeometry(_Frozen):
-    """A resampled case's grid before resampling (`DataParams.target_spacing`)."""
-
-    shape: tuple[int, ...]  # spatial shape of the source
-    spacing: tuple[float, ...]  # voxel size of the source
-
-
-def _unset(value: object) -> bool:
-    return value is None
-
-
-class Case(_Frozen):
-    """One image/mask pair of the prepared set."""
-
-    stem: str
-    split: str
-    shape: tuple[int, ...]  # spatial shape (H, W) or (D, H, W)
-    spacing: tuple[float, ...]  # voxel size per spatial axis (1.0 when the source has none)
-    affine: tuple[tuple[float, ...], ...]  # (dims+1)^2 voxel -> world matrix of the source
-    dtype: str  # numpy dtype string of the image array (the source's own, e.g. "<i2")
-    sha256: str  # of dtype, shape and the image and mask bytes: the case's content
-    labels: tuple[int, ...]  # label values present
-    # label -> up to `FOREGROUND_SAMPLES` voxel locations, for foreground oversampling
-    foreground: dict[str, tuple[tuple[int, ...], ...]]
-    stats: ChannelStats
-    # Where a resampled case came from; left out of the JSON when the case was not
-    # resampled, so data prepared before resampling existed keeps its bytes and version.
-    source: SourceGeometry | None = Field(None, exclude_if=_unset)
-
-
-class Manifest(_Frozen):
-    """Everything needed to find, check and normalise a prepared data set."""
-
-    format_version: int = FORMAT_VERSION
-    spatial_dims: int  # 2 or 3
-    in_channels: int  # image channels C
-    chunks: tuple[int, ...]  # spatial chunk shape (clipped to each case's shape)
-    labels: tuple[int, ...]  # label values present in any split, sorted
-    mean: tuple[float, ...]  # per-channel mean of the train split (float64 pooled)
-    std: tuple[float, ...]  # per-channel std of the train split (>= 1e-6)
-    intensity_range: tuple[tuple[float, float], ...]  # per-channel (min, max) of train
-    cases: tuple[Case, ...]  # sorted by (split, stem)
-    meta: dict[str, Any] = {}  # free-form provenance given by the caller
-    # Every case was resampled to this spacing; None: each keeps its native spacing.
-    target_spacing: tuple[float, ...] | None = Field(None, exclude_if=_unset)
-
-    @property
-    def splits(self) -> dict[str, tuple[str, ...]]:
-        """Split name -> stems, in manifest order."""
-        out: dict[str, list[str]] = {}
-        for case in self.cases:
-            out.setdefault(case.split, []).append(case.stem)
-        return {name: tuple(stems) for name, stems in out.items()}
-
-    def stems(self, split: str) -> tuple[str, ...]:
-        """Stems of ``split``; a wrong name fails with the valid ones."""
-        splits = self.splits
-        if split not in splits:
-            raise KeyError(f"unknown split {split!r}; this data set has {sorted(splits)}")
-        return splits[split]
-
-    def count(self, split: str) -> int:
-        """Cases in ``split`` (0 for a split with no cases)."""
-        return len(self.splits.get(split, ()))
-
-    def case(self, stem: str) -> Case:
-        for case in self.cases:
-            if case.stem == stem:
-                return case
-        raise KeyError(f"no case {stem!r} in this data set")
-
-    @property
-    def uniform_shape(self) -> bool:
-        return len({c.shape for c in self.cases}) <= 1
-
-    @property
-    def spatial_shape(self) -> tuple[int, ...]:
-        """The shared shape, or the per-axis median shape when cases differ (planning)."""
-        shapes = np.array([c.shape for c in self.cases])
-        return tuple(int(v) for v in np.median(shapes, axis=0).round())
-
-    def version(self) -> str:
-        """sha256 of the manifest's canonical JSON: changes when any case's content does."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def case_dir(root: st.Location, stem: str) -> str:
-    return st.join(root, CASES, f"{stem}.zarr")
-
-
-def read_manifest(root: st.Location, options: st.StorageOptions = None) -> Manifest:
-    """Read and validate ``root/manifest.json``.
-
-    Raises:
-        DataError: missing, unreadable or invalid manifest, or the old shard format.
-    """
-    path = st.join(root, MANIFEST)
-    try:
-        raw = json.loads(st.read_text(path, options))
-    except FileNotFoundError:
-        raise DataError(path, "manifest not found; is this a prepared data set?") from None
-    except (OSError, ValueError) as err:
-        raise DataError(path, f"cannot read manifest ({type(err).__name__}: {err})") from err
-    version = raw.get("format_version") if isinstance(raw, dict) else None
-    if version == 1:
-        raise DataError(path, f"is the old shard format (format_version 1); {REPREPARE}")
-    if isinstance(version, int) and version > FORMAT_VERSION:
-        raise DataError(
-            path,
-            f"format_version {version} was written by a newer unetflow (this one reads "
-            f"{FORMAT_VERSION}); upgrade unetflow, or {REPREPARE}",
-        )
-    if version != FORMAT_VERSION:
-        raise DataError(path, f"format_version {version} is not {FORMAT_VERSION}; {REPREPARE}")
-    try:
-        return Manifest.model_validate(raw)
-    except ValidationError as err:
-        first = err.errors()[0]
-        raise DataError(
-            path, f"invalid manifest: {'.'.join(map(str, first['loc']))}: {first['msg']}"
-        ) from err
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a local file, streamed through one reused buffer."""
-    with Path(path).open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def content_sha256(image: np.ndarray, mask: np.ndarray) -> str:
-    """Hash of what a case holds (dtype, shapes, bytes), independent of chunks and codecs."""
-    digest = hashlib.sha256()
-    digest.update(f"{image.dtype.str}|{image.shape}|{mask.shape}\0".encode())
-    digest.update(np.ascontiguousarray(image).tobytes())
-    digest.update(np.ascontiguousarray(mask, dtype=np.uint8).tobytes())
-    return digest.hexdigest()
+# With a node cache each handle holds its case's file open (one descriptor, and the
+# disk blocks of a file evicted meanwhile): few, far below ulimit and the disk bound.
+CACHED_HANDLES = 32
 
 
 class PreparedStore:
@@ -207,6 +57,9 @@ class PreparedStore:
         options: fsspec storage options for a URI, e.g.
             ``{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}``; None takes
             the endpoint from ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``.
+        node_cache: disk cache of remote cases shared by the node's processes: a case
+            is downloaded into it whole, checked against its sha256, and read from
+            there (None, or a local ``root``: every read goes to ``root``).
     """
 
     def __init__(
@@ -234,9 +87,10 @@ class PreparedStore:
         # Opening reads the array's metadata (a request on S3, ~10 ms locally): keep the
         # most recent handles, not the data, so a case's chunks cost one request each.
         key = (stem, name)
-        if key in self._handles:
+        if key in self._handles and self._still_cached(stem):
             self._handles.move_to_end(key)
             return self._handles[key]
+        self._handles.pop(key, None)  # an evicted case's handle: reopen it (refill)
         import zarr
 
         where = st.join(case_dir(self.root, stem), name)
@@ -255,6 +109,14 @@ class PreparedStore:
             self._handles.popitem(last=False)
         return handle
 
+    def _still_cached(self, stem: str) -> bool:
+        """Touch a node-cached case (its mtime is the cache's LRU clock); False when
+        another process evicted it: the handle then holds a deleted file's blocks, so
+        the caller reopens (refills) rather than keep the disk beyond the bound."""
+        if self.node_cache is None or stem in self._uncacheable:
+            return True  # read from storage or in place: nothing to touch
+        return self.node_cache.touch(self.case(stem).sha256)
+
     def _cached(self, stem: str, name: str) -> Any:
         """The array from the node cache (filled on a miss), or None when not cached."""
         if self.node_cache is None or stem in self._uncacheable:
@@ -268,7 +130,8 @@ class PreparedStore:
         except OSError as err:  # the local disk, not the data: read from storage instead
             warnings.warn(
                 f"node cache {self.node_cache.root} unusable ({type(err).__name__}: {err}); "
-                f"reading {self.root} from storage",
+                f"reading {self.root} from storage (set data.node_cache_dir to a writable "
+                "local folder, or data.node_cache_gb: 0)",
                 stacklevel=2,
             )
             self.node_cache = None
@@ -283,12 +146,13 @@ class PreparedStore:
 
         where = case_dir(self.root, stem)
         try:
-            image = np.asarray(zarr.open_array(store=zipped, path="image", mode="r")[...])
-            mask = np.asarray(zarr.open_array(store=zipped, path="mask", mode="r")[...])
+            image = zarr.open_array(store=zipped, path="image", mode="r")
+            mask = zarr.open_array(store=zipped, path="mask", mode="r")
+            found = content_sha256(image, mask)  # streamed: one chunk row in memory
         except Exception as err:  # a chunk failing its crc32c, a truncated object
             problem = f"cannot read downloaded case ({type(err).__name__}: {err}); {REPREPARE}"
             raise DataError(where, problem) from err
-        if content_sha256(image, mask) != self.case(stem).sha256:
+        if found != self.case(stem).sha256:
             problem = f"downloaded content differs from the manifest's sha256; {REPREPARE}"
             raise DataError(where, problem)
 

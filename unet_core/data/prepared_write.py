@@ -23,7 +23,7 @@ import numpy as np
 from unet_core.data import store as st
 from unet_core.data.errors import DataError
 from unet_core.data.folder import check_image, check_mask
-from unet_core.data.prepared import (
+from unet_core.data.manifest import (
     CASES,
     MANIFEST,
     Case,

@@ -27,7 +27,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from unet_core.data.node_cache import NodeCache
 from unet_core.data.normalization import Normalization, normalize_image
-from unet_core.data.prepared import Case, PreparedStore, case_stats, normalization_for
+from unet_core.data.manifest import Case
+from unet_core.data.prepared import PreparedStore, case_stats, normalization_for
 
 Item = tuple[torch.Tensor, torch.Tensor]
 Window = tuple[slice, ...]

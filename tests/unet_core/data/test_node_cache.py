@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 
 from tests.support.s3 import S3Endpoint, s3_server_in_env
 from unet_core.data import DataError, PatchStream, PreparedStore, write_case, write_manifest
+from unet_core.data.manifest import content_sha256
 from unet_core.data.node_cache import TMP, NodeCache
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -125,6 +127,12 @@ def test_the_byte_bound_holds_and_evicted_files_stay_readable(
     )
     budget = 4 * sizes[-1] + 4096  # every case is admitted; about 4 fit at once
     cache = NodeCache(tmp_path / "cache", budget)
+    # A folder shared with other files (data.node_cache_dir: /local_nvme): eviction
+    # deletes only the cache's own names.
+    (tmp_path / "cache").mkdir(mode=0o700)
+    theirs = [tmp_path / "cache" / name for name in ("backup.zip", f"{'ab' * 31}.zip")]
+    for path in theirs:
+        path.write_bytes(b"x" * budget)
     reader = PreparedStore(uri, node_cache=cache)
     held = reader.image("n0")  # opens n0's cached file and keeps it open
     other = PreparedStore(uri, node_cache=NodeCache(tmp_path / "cache", budget))
@@ -138,6 +146,33 @@ def test_the_byte_bound_holds_and_evicted_files_stay_readable(
     assert not n0.exists()  # evicted while `held` had it open
     # The open handle reads on from the unlinked file, chunk by chunk.
     assert np.array_equal(held[...], PreparedStore(local).image("n0")[...])
+    # Its next use finds the file gone: the store drops the handle (so the deleted
+    # file's blocks are freed, not held beyond the bound) and fills the case again.
+    assert cache.misses == 1
+    again = reader.image("n0")
+    assert again is not held and n0.exists() and cache.misses == 2
+    assert all(path.exists() for path in theirs)
+
+
+def test_a_link_in_place_of_the_default_folder_is_refused(tmp_path: Path, monkeypatch) -> None:
+    # In the shared temp dir another user could plant a link to any folder of ours.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / f"unetflow-node-cache-{os.getuid()}").symlink_to(tmp_path / "elsewhere")
+    cache = NodeCache(None, 10**8)
+    with pytest.raises(DataError, match="not a folder of this user"):
+        cache.fill("0" * 64, 10, lambda tmp: tmp.write_bytes(b"0" * 10))
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_a_stored_case_hashes_chunk_row_by_chunk_row_to_its_manifest_sha256(
+    local: Path,
+) -> None:
+    # How a download is checked: from the zarr arrays, never decoded whole (the 8^3
+    # chunks split every case into several rows, the last one partial).
+    store = PreparedStore(local)
+    for case in store.manifest.cases:
+        assert content_sha256(store.image(case.stem), store.mask(case.stem)) == case.sha256
 
 
 def test_partial_or_corrupt_downloads_are_never_used(

@@ -11,7 +11,8 @@ import torch
 
 from unet_core.data import PatchStream, PreparedDataset, write_case, write_manifest
 from unet_core.data.normalization import Normalization
-from unet_core.data.prepared import normalization_for, read_manifest
+from unet_core.data.manifest import read_manifest
+from unet_core.data.prepared import normalization_for
 from unet_core.models import create_model, get_model_config
 from unet_core.package import InferenceSpec, Segmenter
 
@@ -43,7 +44,9 @@ def test_loader_and_segmenter_normalise_alike(prepared: Path, mode: str) -> None
     raw = torch.from_numpy(data.raw(0)[0][None])
     resolved = normalization_for(read_manifest(prepared), norm)
     spec = InferenceSpec(
-        mean=resolved.mean or (0.0,), std=resolved.std or (1.0,), normalization=mode,
+        mean=resolved.mean or (0.0,),
+        std=resolved.std or (1.0,),
+        normalization=mode,
         clip=resolved.clip,
     )
     model = create_model(get_model_config("unet", base_channels=2, depth=1))
