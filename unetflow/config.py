@@ -81,7 +81,8 @@ class DataConfig(_Frozen):
     node_cache_dir: str | None = Field(
         None,
         description="local folder where each node keeps the cases it read from s3://, "
-        "shared by its workers; none: <system temp>/unetflow-node-cache-<uid> on each node",
+        "shared by its workers; empty: the system temp folder's unetflow-node-cache-UID on "
+        "each node",
     )
     node_cache_gb: float = Field(
         DEFAULT_NODE_CACHE_GB,
