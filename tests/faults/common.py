@@ -15,6 +15,12 @@ from unetflow.config import ExperimentConfig, parse_config
 EPOCHS = 4
 EVERY_EPOCHS = 1  # one checkpoint interval, in epochs
 DICE_TOLERANCE = 0.01  # the bound between a faulted and an uninterrupted run
+# For faults that must land mid-run: this model trains ~0.5 s an epoch here (the default
+# fault model trains all its epochs in 0.3 s, so on a quiet machine a kill came too late).
+SLOW_MODEL = {"preset": "unet", "base_channels": 32, "depth": 3}
+# Ray Train records a checkpoint (what a restart resumes from) when its controller next
+# polls the workers, every 2 s by default; every 0.1 s here, as minute-long epochs would.
+PROMPT_RECORDING = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
 
 
 def fit_config(

@@ -17,6 +17,8 @@ import pytest
 
 from tests.faults.common import (
     DICE_TOLERANCE,
+    PROMPT_RECORDING,
+    SLOW_MODEL,
     Background,
     fit_config,
     intervals_lost,
@@ -32,8 +34,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "nodes"
-# More epochs than the other fault tests: on a busy machine the first checkpoint is seen
-# late, and the kill must still land mid-run.
+# More epochs than the other fault tests, of the slow model: on a busy machine the first
+# checkpoint is seen late, on a quiet one training is fast; the kill must land mid-run.
 NODE_EPOCHS = 8
 
 
@@ -45,6 +47,8 @@ def _config(max_failures: int) -> str:
     scaling = {"num_workers": 2, "resources_per_worker": {"trainer": 1}}
     scaling["placement_strategy"] = "STRICT_SPREAD"
     data = cfg.model_dump(mode="json")
+    data["model"] = {**data["model"], **SLOW_MODEL}
+    data["train"]["batch_size"] = 4
     return json.dumps({**data, "scaling": scaling})
 
 
@@ -96,7 +100,8 @@ def test_second_node_dies_mid_epoch_and_training_finishes(
     fault_record.fault = "second node of a two-node cluster killed mid-epoch (then replaced)"
     with s3_server() as s3:
         s3.create_bucket(BUCKET)
-        with ray_cluster({"trainer": 1}, {"trainer": 1}, cpus_per_node=1, env=s3.env()) as rc:
+        cluster_env = {**s3.env(), **PROMPT_RECORDING}
+        with ray_cluster({"trainer": 1}, {"trainer": 1}, cpus_per_node=1, env=cluster_env) as rc:
             env = {**os.environ, **s3.env(), **rc.env(), "PYTHONPATH": str(REPO)}
             node_env = {**env, "RAY_USAGE_STATS_ENABLED": "0"}
             for key in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):

@@ -23,6 +23,8 @@ from flows.crash_detection import HEARTBEAT_SECONDS, MISSED_HEARTBEATS
 from flows.params import TrainParams
 from tests.faults.common import (
     DICE_TOLERANCE,
+    PROMPT_RECORDING,
+    SLOW_MODEL,
     final_dice,
     fit_config,
     intervals_lost,
@@ -36,19 +38,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BIN = Path(sys.executable).parent
 EPOCHS = 6
-# Ray Train records a checkpoint when its controller next polls the workers (every 2 s
-# by default); only a recorded one is resumed. The shared fault config trains all its
-# epochs in 0.3 s, so no kill lands "mid-way": this one trains ~0.5 s an epoch and the
-# controller polls every 0.1 s, as a run whose epochs last minutes effectively does.
-MODEL = {"preset": "unet", "base_channels": 32, "depth": 3}
-RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
 
 
 def _config(data: Path):
     from unetflow.config import parse_config
 
     values = fit_config(data=str(data), epochs=EPOCHS).model_dump(mode="json")
-    values["model"] = {**values["model"], **MODEL}
+    values["model"] = {**values["model"], **SLOW_MODEL}
     values["train"]["batch_size"] = 4
     return parse_config(values)
 
@@ -172,7 +168,7 @@ def test_killed_worker_flow_run_crashes_and_rerun_resumes(
     fault_record.fault = "Prefect worker + flow-run process SIGKILLed mid-training, then rerun"
     env = {
         **os.environ,
-        **RAY_ENV,
+        **PROMPT_RECORDING,
         "PREFECT_API_URL": prefect_api,
         "PREFECT_HOME": str(tmp_path / "prefect-home"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
