@@ -63,7 +63,9 @@ def opened(browser, url: str, name: str) -> Iterator:
     """A page at `url`; on failure its screenshot goes to tests/artifacts/NAME.png."""
     page = browser.new_page()
     try:
-        page.goto(url, wait_until="networkidle", timeout=120_000)
+        # "load", then each test waits for the element it reads: MLflow 3.17's pages keep
+        # requests open (its assistant panel polls), so "networkidle" may never come.
+        page.goto(url, wait_until="load", timeout=120_000)
         yield page
     except BaseException as err:
         ARTIFACTS.mkdir(exist_ok=True)
