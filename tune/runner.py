@@ -121,12 +121,13 @@ def _new_tuner(
             name=search.name,
             storage_path=root_path,
             storage_filesystem=filesystem,
-            # Tune snapshots its experiment state (what --resume restores) each time a
-            # trial has written num_to_keep checkpoints, else every 10 s: with 1, a killed
-            # driver costs a trial at most its epoch in flight (with 2 it repeated two
-            # epochs; tests/tune/test_resume.py). PBT exploits other trials' checkpoints:
+            # Tune snapshots its experiment state (what --resume restores) when a trial's
+            # old checkpoint is deleted, else every 10 s; its record can lag the newest
+            # checkpoint by one. With 1 kept, that recorded checkpoint was already deleted
+            # and the resumed trial failed (seen in a full run); 2 keeps it, at the cost
+            # of up to two repeated intervals. PBT exploits other trials' checkpoints:
             # keep more so none vanish too early.
-            checkpoint_config=CheckpointConfig(num_to_keep=4 if search.scheduler == "pbt" else 1),
+            checkpoint_config=CheckpointConfig(num_to_keep=4 if search.scheduler == "pbt" else 2),
             failure_config=FailureConfig(max_failures=search.max_failures),
             verbose=1,
         ),

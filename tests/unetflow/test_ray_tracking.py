@@ -63,7 +63,8 @@ def test_training_finishes_when_mlflow_dies_mid_run(
     cfg = parse_config(
         {
             "name": "outage",
-            "model": {"preset": "unet", "base_channels": 4, "depth": 2},
+            # ~0.5-s epochs: a tiny model trained all 6 before the outage on a quiet machine.
+            "model": {"preset": "unet", "base_channels": 32, "depth": 3},
             "train": {"epochs": 6, "batch_size": 4, "early_stopping": {"enabled": False}},
             "scaling": {"num_workers": 1},
             # Any worker failure would end the run; all 6 kept: history comes from them.
