@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,7 +31,7 @@ from tests.faults.common import (
     wait_for,
 )
 from tests.support.net import stop
-from tests.support.prefect_server import prefect_server
+from tests.support.prefect_server import api_client, prefect_server, unetflow_deploy
 from unet_core.engine import load_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -47,15 +47,6 @@ def _config(data: Path):
     values["model"] = {**values["model"], **SLOW_MODEL}
     values["train"]["batch_size"] = 4
     return parse_config(values)
-
-
-@contextmanager
-def _client(api: str) -> Iterator:
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as c:
-        yield c
 
 
 def _worker(env: dict[str, str], log: Path) -> subprocess.Popen:
@@ -130,7 +121,7 @@ def _parameters(project_dir: Path, data: Path) -> dict:
 
 
 def _state(api: str, run_id):
-    with _client(api) as client:
+    with api_client(api) as client:
         return client.read_flow_run(run_id).state
 
 
@@ -174,15 +165,9 @@ def test_killed_worker_flow_run_crashes_and_rerun_resumes(
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
     env.pop("RAY_ADDRESS", None)  # each flow run starts its own local Ray, as on a node
-    deploy = subprocess.run(
-        [str(BIN / "unetflow"), "deploy", "--project-dir", str(project_dir)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    deploy = unetflow_deploy(project_dir, env)
     assert deploy.returncode == 0, deploy.stderr[-2000:]
-    with _client(prefect_api) as client:
+    with api_client(prefect_api) as client:
         deployment = client.read_deployment_by_name("train/on-demand")
         parameters = _parameters(project_dir, prepared_dir)
         killed = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
@@ -203,7 +188,7 @@ def test_killed_worker_flow_run_crashes_and_rerun_resumes(
     assert last_written < EPOCHS - 1, "training had finished before the kill"
 
     # The rerun starts at once, as a user would; the crash is detected meanwhile.
-    with _client(prefect_api) as client:
+    with api_client(prefect_api) as client:
         rerun = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
     second = _worker(env, log)
     try:

@@ -13,7 +13,7 @@ from prefect.client.schemas.sorting import DeploymentSort, FlowSort
 
 from tests.support.net import stop
 from tests.support.postgres import create_database, postgres_server
-from tests.support.prefect_server import prefect_server
+from tests.support.prefect_server import api_client, prefect_server, unetflow_deploy
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,37 +36,13 @@ def client_env(server: str, tmp_path: Path) -> dict[str, str]:
     }
 
 
-def _client(server: str):
-    from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
-    class Session:
-        def __enter__(self):
-            self.settings = temporary_settings(updates={PREFECT_API_URL: server})
-            self.settings.__enter__()
-            self.client = get_client(sync_client=True).__enter__()
-            return self.client
-
-        def __exit__(self, *exc):
-            self.client.__exit__(*exc)
-            self.settings.__exit__(*exc)
-
-    return Session()
-
-
 def test_deploy_then_worker_runs_a_deployment_with_retries(
     server: str, client_env: dict[str, str], project_dir: Path, tmp_path: Path
 ) -> None:
-    deploy = subprocess.run(
-        [str(BIN / "unetflow"), "deploy", "--project-dir", str(project_dir)],
-        env=client_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    deploy = unetflow_deploy(project_dir, client_env)
     assert deploy.returncode == 0, deploy.stderr[-2000:]
 
-    with _client(server) as client:
+    with api_client(server) as client:
         deployments = client.read_deployments(limit=100, sort=DeploymentSort.NAME_ASC)
         flows = {f.id: f.name for f in client.read_flows(limit=100, sort=FlowSort.NAME_ASC)}
     by_flow = {f"{flows[d.flow_id]}/{d.name}": d for d in deployments}
@@ -122,7 +98,7 @@ def test_deploy_then_worker_runs_a_deployment_with_retries(
         stop(worker)
     assert flow_run.state.is_completed(), flow_run.state
 
-    with _client(server) as client:
+    with api_client(server) as client:
         from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
         runs_filter = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))
@@ -138,7 +114,7 @@ def _run_and_wait(server: str, deployment_id, on_retry, timeout: float = 420.0):
     """Trigger a run through the API; call `on_retry` once a task awaits a retry."""
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    with _client(server) as client:
+    with api_client(server) as client:
         run = client.create_flow_run_from_deployment(deployment_id)
         runs_filter = FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
         deadline = time.monotonic() + timeout
@@ -171,18 +147,12 @@ def test_scheduler_creates_runs_and_a_worker_completes_one(
 
     from flows.deployments import ensure_work_pool
 
-    deploy = subprocess.run(
-        [str(BIN / "unetflow"), "deploy", "--project-dir", str(project_dir)],
-        env=client_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    deploy = unetflow_deploy(project_dir, client_env)
     assert deploy.returncode == 0, deploy.stderr[-2000:]
     _assert_crash_detection(server)  # the module's server was deployed to once before
     # A tiny flow every 5 s on its own pool: the worker below can only pick up its runs.
     (tmp_path / "hello_flow.py").write_text(HELLO_FLOW)
-    with _client(server):
+    with api_client(server):
         ensure_work_pool("schedule-test")
         source = Flow.from_source(source=str(tmp_path), entrypoint="hello_flow.py:hello")
         hello_id = source.to_deployment(
@@ -221,7 +191,7 @@ def _assert_crash_detection(server: str) -> None:
     it watches (tests/faults/test_prefect_worker_kill.py kills a run for real)."""
     from flows.crash_detection import AUTOMATION_NAME, heartbeat_env
 
-    with _client(server) as client:
+    with api_client(server) as client:
         automations = client.read_automations_by_name(AUTOMATION_NAME)
         deployments = client.read_deployments(limit=100, sort=DeploymentSort.NAME_ASC)
     assert len(automations) == 1 and automations[0].enabled
@@ -232,7 +202,7 @@ def _assert_crash_detection(server: str) -> None:
 
 
 def _wait_for_scheduled_runs(server: str, flow_name: str, name: str, timeout: float = 90.0):
-    with _client(server) as client:
+    with api_client(server) as client:
         deployment_id = client.read_deployment_by_name(f"{flow_name}/{name}").id
     return _wait_for_runs(
         server, deployment_id, lambda r: r.auto_scheduled and r.state.is_scheduled(), timeout
@@ -246,7 +216,7 @@ def _wait_for_runs(server: str, deployment_id, accept, timeout: float = 120.0) -
     only = DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with _client(server) as client:
+        with api_client(server) as client:
             runs = [r for r in client.read_flow_runs(deployment_filter=only) if accept(r)]
         if runs:
             return runs

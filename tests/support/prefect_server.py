@@ -47,3 +47,29 @@ def prefect_server(database_url: str | None = None) -> Iterator[str]:
     finally:
         stop(proc)
         shutil.rmtree(home, ignore_errors=True)
+
+
+@contextmanager
+def api_client(api: str) -> Iterator:
+    """A synchronous Prefect client of the server at `api`."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as c:
+        yield c
+
+
+def unetflow_deploy(project_dir: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`unetflow deploy` of `project_dir` against the server `env` names, as a user runs it."""
+    return subprocess.run(
+        [
+            str(Path(sys.executable).parent / "unetflow"),
+            "deploy",
+            "--project-dir",
+            str(project_dir),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
