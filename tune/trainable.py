@@ -13,14 +13,14 @@ import pickle
 import posixpath
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pyarrow.fs
 import ray.tune
 
 from tune.search_config import TrialSetup
 from tune.space import ParamSpec, resolve_config
-from tune.trial import model_cost, train_in_process, trial_device
+from tune.trial import model_cost, report_again, train_in_process, trial_device
 from unet_core.engine import CHECKPOINT_FILE, load_checkpoint
 from unetflow.config import ExperimentConfig, tracked_params
 
@@ -68,9 +68,23 @@ def _fit_single_worker(
         storage.trial_fs_path,
         trial_device(cfg),
     )
-    train_in_process(cfg, data_dir, costs, report, resume)
+    if resume is not None and logger is not None:
+        logger.mark_resumed(int(resume.state["epoch"]))
+    if resume is not None and resume.unreported:
+        # Tune never took that epoch's report: without it its results (and the search's
+        # summary) miss the epoch, and a trial with no epoch left would end on an older
+        # one. MLflow has it already and skips it.
+        report_again(cfg, resume.state, costs, report)
+    train_in_process(cfg, data_dir, costs, report, None if resume is None else resume.state)
     if logger is not None:
         logger.finish()
+
+
+class Resume(NamedTuple):
+    """Where a restored trial continues from."""
+
+    state: dict  # a checkpoint state (`load_checkpoint`)
+    unreported: bool  # newer than Tune's record: Tune never took its report
 
 
 # How Ray names a trial's checkpoint folders: `checkpoint_<index>`, counted up per report.
@@ -85,7 +99,7 @@ def newest_state(
     filesystem: pyarrow.fs.FileSystem,
     trial_path: str,
     map_location: torch.device | str = "cpu",
-) -> dict | None:
+) -> Resume | None:
     """The state to resume a trial from: its newest whole checkpoint, not only Tune's record.
 
     Tune's record of a trial's checkpoints (what `get_checkpoint` hands a resumed search)
@@ -103,19 +117,21 @@ def newest_state(
         map_location: where the chosen state's model weights go (`load_checkpoint`).
 
     Returns:
-        The loaded checkpoint state, or None: nothing to resume, start from scratch.
+        The state and whether it is newer than the record, or None: start from scratch.
     """
-    best = None if recorded is None else _load(recorded, map_location)
     if recorded is not None and posixpath.dirname(recorded.path.rstrip("/")) != trial_path:
-        return best  # another trial's checkpoint: PBT chose it
+        # Another trial's checkpoint: PBT chose it.
+        return Resume(_load(recorded, map_location), unreported=False)
+    best = None if recorded is None else _load(recorded, map_location)
+    unreported = False
     for path in _folders_after(recorded, filesystem, trial_path):
         try:
             state = _load(ray.tune.Checkpoint(path, filesystem), map_location)
         except _UNREADABLE:
             continue  # partial: being written when the trial died
         if best is None or int(state["epoch"]) > int(best["epoch"]):
-            best = state
-    return best
+            best, unreported = state, True
+    return None if best is None else Resume(best, unreported)
 
 
 def _folders_after(

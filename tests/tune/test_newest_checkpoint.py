@@ -26,15 +26,24 @@ def _write(trial: Path, index: int, epoch: int) -> ray.tune.Checkpoint:
 
 
 def _epoch(recorded: ray.tune.Checkpoint | None, trial: Path) -> int | None:
-    state = newest_state(recorded, FS, trial.as_posix())
-    return None if state is None else int(state["epoch"])
+    resume = newest_state(recorded, FS, trial.as_posix())
+    return None if resume is None else int(resume.state["epoch"])
 
 
 def test_a_newer_whole_checkpoint_wins_over_the_record(tmp_path: Path) -> None:
     recorded = _write(tmp_path, 1, epoch=1)
     _write(tmp_path, 0, epoch=0)
     _write(tmp_path, 2, epoch=2)
-    assert _epoch(recorded, tmp_path) == 2
+    resume = newest_state(recorded, FS, tmp_path.as_posix())
+    assert resume is not None and resume.state["epoch"] == 2
+    assert resume.unreported  # Tune never took its report: the trial sends it again
+
+
+def test_the_record_is_taken_when_nothing_newer_was_written(tmp_path: Path) -> None:
+    _write(tmp_path, 0, epoch=0)
+    recorded = _write(tmp_path, 1, epoch=1)
+    resume = newest_state(recorded, FS, tmp_path.as_posix())
+    assert resume is not None and resume.state["epoch"] == 1 and not resume.unreported
 
 
 def test_without_a_record_the_newest_whole_checkpoint_is_taken(tmp_path: Path) -> None:

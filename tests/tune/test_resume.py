@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 
 from tests.faults.common import DICE_TOLERANCE, intervals_lost
 from tests.faults.recorder import fault_record  # noqa: F401  (a fixture)
-from tune.mlflow_logging import EPOCH_KEY, SEARCH_TAG, TRIAL_TAG, child_runs
+from tune.mlflow_logging import EPOCH_KEY, RESUMED_TAG, SEARCH_TAG, TRIAL_TAG, child_runs
 from unetflow.tracking import tracking_uri
 from unetflow_cli.main import main
 
@@ -51,9 +51,9 @@ def _in_flight(uri: str, name: str) -> dict[str, int]:
 
 
 def _mid_way(in_flight: dict[str, int]) -> bool:
-    # One trial, mid-way. Not while another is completing: Tune records a trial's last
-    # checkpoints when it processes its completion, and a kill in that window (seen once
-    # on a quiet machine) reruns up to two 0.5-s epochs of the completing trial.
+    # One trial, mid-way: the one whose loss is measured. (Another may be completing:
+    # Tune records its last checkpoints when it processes the completion, so a kill in
+    # that window restores it too; it resumes from its last checkpoint, checked below.)
     return len(in_flight) == 1 and all(0 <= last < EPOCHS - 1 for last in in_flight.values())
 
 
@@ -90,17 +90,19 @@ def _written(project_dir: Path, trial_id: str) -> int:
     return max(epochs)
 
 
-def _resumed_from(project_dir: Path, trial_id: str, killed_pids: set[int]) -> int:
-    """The checkpointed epoch a trial's resumed session started after (-1: from scratch).
+def _resumed_from(uri: str, run_id: str) -> int:
+    """The checkpointed epoch the trial's last session went on from (-1: from scratch),
+    as the trial tagged its MLflow run."""
+    tag = MlflowClient(tracking_uri=uri).get_run(run_id).data.tags.get(RESUMED_TAG)
+    return -1 if tag is None else int(tag)
 
-    Tune's result.json holds every report the drivers processed; the resumed session's
-    come from other processes than the killed search's trials. A resumed trial that
-    reported nothing had no epoch left: it resumed from its last.
-    """
+
+def _tune_rows(project_dir: Path, trial_id: str, killed_pids: set[int]) -> tuple[list, list]:
+    """Tune's result.json rows of a trial: all, and those of the resumed session (reported
+    from other processes than the killed search's trials)."""
     (path,) = (project_dir / ".unetflow" / "tune").glob(f"{NAME}/trial_{trial_id}/result.json")
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    resumed = [r for r in rows if r["pid"] not in killed_pids]
-    return int(resumed[0]["epoch"]) - 1 if resumed else EPOCHS - 1
+    return rows, [r for r in rows if r["pid"] not in killed_pids]
 
 
 def _final_dice(uri: str, run_id: str) -> float:
@@ -210,6 +212,9 @@ def test_killed_search_resumes_without_rerun_or_duplicates(
         assert len(client.get_metric_history(run.info.run_id, "val_dice")) == EPOCHS
     for trial_id, run_id in finished.items():  # finished before the kill: not rerun
         assert len(client.get_metric_history(run_id, "val_dice")) == before[trial_id]
+        # Not restored, or restored (the driver died before it took the completion) from
+        # its last checkpoint, only to report that epoch again.
+        assert _resumed_from(uri, run_id) in (-1, EPOCHS - 1)
     parents = client.search_runs(
         [experiment_id],
         f"tags.`{SEARCH_TAG}` = '{NAME}' and tags.`unetflow.search_role` = 'parent'",
@@ -217,16 +222,22 @@ def test_killed_search_resumes_without_rerun_or_duplicates(
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     # Work lost, as for every fault: the epoch in flight (one interval) plus any epoch
     # whose checkpoint was written but not resumed from; finished trials repeat nothing.
-    lost = {
-        t: intervals_lost(w, _resumed_from(project_dir, t, killed_pids)) for t, w in written.items()
-    }
+    run_ids = {r.data.tags[TRIAL_TAG]: r.info.run_id for r in children}
+    starts = {t: _resumed_from(uri, run_ids[t]) for t in in_flight}
+    lost = {t: intervals_lost(w, starts[t]) for t, w in written.items()}
     fault_record.intervals_lost = max(lost.values())
+    for t, start in starts.items():
+        # Tune's own history agrees: the resumed session reported the epoch resumed from
+        # (when Tune's record lagged and never took it) or the next, and the history ends
+        # with the last epoch, so the search's summary sees it.
+        rows, resumed = _tune_rows(project_dir, t, killed_pids)
+        assert resumed and resumed[0]["epoch"] in (start, start + 1), (start, resumed[:1])
+        assert rows[-1]["epoch"] == EPOCHS - 1
     # The resumed trial against its config trained without a fault (the same seed).
     trial_id = max(in_flight, key=in_flight.get)
-    run_ids = {r.data.tags[TRIAL_TAG]: r.info.run_id for r in children}
     fault_record.dice = _final_dice(uri, run_ids[trial_id])
     fault_record.baseline_dice = _uninterrupted_dice(project_dir, trial_id, prepared_dir)
-    start = _resumed_from(project_dir, trial_id, killed_pids)
+    start = starts[trial_id]
     how = f"resumed after epoch {start + 1}" if start >= 0 else "restarted: no checkpoint yet"
     fault_record.note = (
         f"{len(finished)} trial(s) finished before the kill, not rerun; Dice of the trial "
