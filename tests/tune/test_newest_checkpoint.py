@@ -95,3 +95,31 @@ def test_nothing_written_means_start_from_scratch(tmp_path: Path) -> None:
     assert _epoch(None, tmp_path / "not_created_yet") is None
     (tmp_path / "checkpoint_000000").mkdir()
     assert _epoch(None, tmp_path) is None
+
+
+@pytest.mark.integration
+def test_a_trial_in_a_bucket_resumes_from_its_newest_whole_checkpoint(tmp_path: Path) -> None:
+    # The same choice where a cluster keeps its trials: S3 (a real endpoint, moto's).
+    from tests.support.s3 import s3_server_in_env
+    from unetflow.storage import ray_storage
+
+    with s3_server_in_env("trials"):
+        root, s3 = ray_storage("s3://trials/search")
+        assert s3 is not None
+        trial = f"{root}/trial_x"
+
+        def upload(index: int, data: bytes) -> ray.tune.Checkpoint:
+            path = f"{trial}/checkpoint_{index:06d}"
+            with s3.open_output_stream(f"{path}/{CHECKPOINT_FILE}") as out:
+                out.write(data)
+            return ray.tune.Checkpoint(path, s3)
+
+        def whole(epoch: int) -> bytes:
+            save_checkpoint({"epoch": epoch}, tmp_path / f"{epoch}.pt")
+            return (tmp_path / f"{epoch}.pt").read_bytes()
+
+        recorded = upload(1, whole(1))
+        upload(2, whole(2))
+        upload(3, whole(3)[:100])  # cut off
+        resume = newest_state(recorded, s3, trial)
+        assert resume is not None and resume.state["epoch"] == 2 and resume.unreported
