@@ -58,10 +58,13 @@ def _mid_way(in_flight: dict[str, int]) -> bool:
 
 
 def _alive_actors() -> dict[str, int]:
-    """Live actors of the cluster: id -> pid."""
+    """Live actors of the session's cluster: id -> pid."""
+    import ray
     from ray.util.state import list_actors
 
-    actors = list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+    # Named: without an address the state API refuses when this machine runs another Ray.
+    address = ray.get_runtime_context().gcs_address
+    actors = list_actors(address=address, filters=[("state", "=", "ALIVE")], limit=1000)
     return {a.actor_id: int(a.pid) for a in actors}
 
 
