@@ -23,6 +23,7 @@ SEARCH_TAG = "unetflow.search_name"
 ROLE_TAG = "unetflow.search_role"
 TRIAL_TAG = "unetflow.trial_id"
 EPOCH_KEY = "epoch"  # reported every epoch: which epochs a child run already holds
+RESUMED_TAG = "unetflow.resumed_from_epoch"  # the checkpoint a restored trial went on from
 T = TypeVar("T")
 
 
@@ -97,6 +98,10 @@ class TrialLogger:
             return
         self.log_metrics(metrics, step=epoch)
         self.epochs_logged.add(epoch)
+
+    def mark_resumed(self, epoch: int) -> None:
+        """Tag the run with the epoch a restored trial continues after (the latest restore)."""
+        _retry(lambda: self.client.set_tag(self.run_id, RESUMED_TAG, str(epoch)))
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)

@@ -124,9 +124,9 @@ def _new_tuner(
             # Tune snapshots its experiment state (what --resume restores) when a trial's
             # old checkpoint is deleted, else every 10 s; its record can lag the newest
             # checkpoint by one. With 1 kept, that recorded checkpoint was already deleted
-            # and the resumed trial failed (seen in a full run); 2 keeps it, at the cost
-            # of up to two repeated intervals. PBT exploits other trials' checkpoints:
-            # keep more so none vanish too early.
+            # and the resumed trial failed (seen in a full run); 2 keeps it, and the trial
+            # itself resumes from its newest whole one (tune.trainable.newest_state).
+            # PBT exploits other trials' checkpoints: keep more so none vanish too early.
             checkpoint_config=CheckpointConfig(num_to_keep=4 if search.scheduler == "pbt" else 2),
             failure_config=FailureConfig(max_failures=search.max_failures),
             verbose=1,

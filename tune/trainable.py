@@ -9,18 +9,24 @@ trial (Train V2: `Tuner(trainer)` is gone) and forwards its reports to Tune.
 
 from __future__ import annotations
 
+import pickle
+import posixpath
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+import pyarrow.fs
 import ray.tune
 
 from tune.search_config import TrialSetup
 from tune.space import ParamSpec, resolve_config
-from tune.trial import model_cost, train_in_process, trial_device
+from tune.trial import model_cost, report_again, train_in_process, trial_device
 from unet_core.engine import CHECKPOINT_FILE, load_checkpoint
 from unetflow.config import ExperimentConfig, tracked_params
 
 if TYPE_CHECKING:
+    import torch
+
     from tune.mlflow_logging import TrialLogger
 
 
@@ -53,16 +59,106 @@ def _fit_single_worker(
             logger.log_epoch(metrics, int(metrics["epoch"]))
         ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(checkpoint_dir))
 
-    resume = None
-    checkpoint = ray.tune.get_checkpoint()
-    if checkpoint is not None:  # a restored or restarted trial continues, not restarts
-        with checkpoint.as_directory() as ckpt_dir:
-            resume = load_checkpoint(
-                Path(ckpt_dir) / CHECKPOINT_FILE, map_location=trial_device(cfg)
-            )
-    train_in_process(cfg, data_dir, costs, report, resume)
+    # A restored or restarted trial continues, not restarts. `get_storage` (a Ray developer
+    # API) says where Ray wrote this trial's checkpoints: a local folder or a bucket.
+    storage = ray.tune.get_context().get_storage()
+    resume = newest_state(
+        ray.tune.get_checkpoint(),
+        storage.storage_filesystem,
+        storage.trial_fs_path,
+        trial_device(cfg),
+    )
+    if resume is not None and logger is not None:
+        logger.mark_resumed(int(resume.state["epoch"]))
+    if resume is not None and resume.unreported:
+        # Tune never took that epoch's report: without it its results (and the search's
+        # summary) miss the epoch, and a trial with no epoch left would end on an older
+        # one. MLflow has it already and skips it.
+        report_again(cfg, resume.state, costs, report)
+    train_in_process(cfg, data_dir, costs, report, None if resume is None else resume.state)
     if logger is not None:
         logger.finish()
+
+
+class Resume(NamedTuple):
+    """Where a restored trial continues from."""
+
+    state: dict  # a checkpoint state (`load_checkpoint`)
+    unreported: bool  # newer than Tune's record: Tune never took its report
+
+
+# How Ray names a trial's checkpoint folders: `checkpoint_<index>`, counted up per report.
+_CHECKPOINT_FOLDER = re.compile(r"checkpoint_(\d+)")
+# What a checkpoint that does not load raises: no file yet (ENOENT), a truncated or
+# foreign file (torch: RuntimeError, EOFError, UnpicklingError), no epoch (KeyError).
+_UNREADABLE = (OSError, RuntimeError, EOFError, pickle.UnpicklingError, KeyError, ValueError)
+
+
+def newest_state(
+    recorded: ray.tune.Checkpoint | None,
+    filesystem: pyarrow.fs.FileSystem,
+    trial_path: str,
+    map_location: torch.device | str = "cpu",
+) -> Resume | None:
+    """The state to resume a trial from: its newest whole checkpoint, not only Tune's record.
+
+    Tune's record of a trial's checkpoints (what `get_checkpoint` hands a resumed search)
+    is saved apart from the reports and can lag the newest one the trial wrote by a report:
+    resuming from the record alone repeats an interval that was already checkpointed. So
+    the trial's own folder is read too: a folder numbered after the recorded one whose
+    checkpoint loads and holds a later epoch wins. Epochs decide, not folder numbers or
+    times: a resumed trial numbers on from its record and rewrites the folders after it.
+    A folder being written when the driver died does not load and is skipped. A recorded
+    checkpoint from another trial's folder (PBT's exploit) is taken as it is.
+
+    Args:
+        recorded: the checkpoint Tune hands back (`ray.tune.get_checkpoint()`), or None.
+        filesystem, trial_path: where Ray wrote this trial's checkpoints.
+        map_location: where the chosen state's model weights go (`load_checkpoint`).
+
+    Returns:
+        The state and whether it is newer than the record, or None: start from scratch.
+    """
+    if recorded is not None and posixpath.dirname(recorded.path.rstrip("/")) != trial_path:
+        # Another trial's checkpoint: PBT chose it.
+        return Resume(_load(recorded, map_location), unreported=False)
+    best = None if recorded is None else _load(recorded, map_location)
+    unreported = False
+    for path in _folders_after(recorded, filesystem, trial_path):
+        try:
+            state = _load(ray.tune.Checkpoint(path, filesystem), map_location)
+        except _UNREADABLE:
+            continue  # partial: being written when the trial died
+        if best is None or int(state["epoch"]) > int(best["epoch"]):
+            best, unreported = state, True
+    return None if best is None else Resume(best, unreported)
+
+
+def _folders_after(
+    recorded: ray.tune.Checkpoint | None, filesystem: pyarrow.fs.FileSystem, trial_path: str
+) -> list[str]:
+    """The trial's checkpoint folders numbered after the recorded one (all without one)."""
+    after = None if recorded is None else _folder_index(posixpath.basename(recorded.path))
+    listing = filesystem.get_file_info(pyarrow.fs.FileSelector(trial_path, allow_not_found=True))
+    return [
+        info.path
+        for info in listing
+        if info.type == pyarrow.fs.FileType.Directory
+        and (index := _folder_index(info.base_name)) is not None
+        and index > (-1 if after is None else after)
+    ]
+
+
+def _folder_index(name: str) -> int | None:
+    match = _CHECKPOINT_FOLDER.fullmatch(name)
+    return None if match is None else int(match.group(1))
+
+
+def _load(checkpoint: ray.tune.Checkpoint, map_location: torch.device | str) -> dict:
+    with checkpoint.as_directory() as folder:
+        state = load_checkpoint(Path(folder) / CHECKPOINT_FILE, map_location=map_location)
+    int(state["epoch"])  # a checkpoint without its epoch cannot be placed: KeyError
+    return state
 
 
 def _fit_multi_worker(

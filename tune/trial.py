@@ -74,10 +74,25 @@ def train_in_process(
     def on_epoch_end(result: EpochResult, state: dict) -> None:
         if not result.validated:
             return  # Tune's schedulers judge validations; the next one carries a checkpoint
-        metrics = {**result.metrics, **costs, "epoch": result.epoch}
-        with tempfile.TemporaryDirectory() as tmp:
-            save_checkpoint({**state, "config": cfg.model_dump_json()}, Path(tmp) / CHECKPOINT_FILE)
-            report(metrics, Path(tmp))
+        _report(cfg, state, {**result.metrics, **costs, "epoch": result.epoch}, report)
 
     trainer.hooks = Hooks(on_epoch_end=on_epoch_end)
     fit(trainer, resume)
+
+
+def report_again(
+    cfg: ExperimentConfig, state: dict, costs: dict[str, float], report: EpochReport
+) -> None:
+    """Report the epoch `state` was checkpointed after once more, as `train_in_process` did.
+
+    The metrics come from the checkpoint's history, keyed in the same order (Tune's CSV
+    log of a resumed trial keeps the header of its first session).
+    """
+    metrics = {k: v for k, v in state["history"][-1].items() if k != "epoch"}
+    _report(cfg, state, {**metrics, **costs, "epoch": int(state["epoch"])}, report)
+
+
+def _report(cfg: ExperimentConfig, state: dict, metrics: dict, report: EpochReport) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        save_checkpoint({**state, "config": cfg.model_dump_json()}, Path(tmp) / CHECKPOINT_FILE)
+        report(metrics, Path(tmp))

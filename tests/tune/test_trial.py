@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from tune.trial import COST_KEYS, model_cost, train_in_process
+from tune.trial import COST_KEYS, model_cost, report_again, train_in_process
 from unet_core.engine import CHECKPOINT_FILE, load_checkpoint
 from unet_core.models import create_model
 from unetflow.config import ExperimentConfig, load_config
@@ -53,6 +53,27 @@ def test_train_in_process_resumes_after_the_checkpointed_epoch(prepared_dir: Pat
     epochs: list[int] = []
     train_in_process(cfg, prepared_dir, {}, lambda m, d: epochs.append(int(m["epoch"])), states[0])
     assert epochs == [1]  # only the epoch after the checkpoint runs
+
+
+def test_report_again_repeats_the_checkpointed_epochs_report(prepared_dir: Path) -> None:
+    # A trial resumed past Tune's record reports that epoch again: the same metrics in the
+    # same key order (Tune's CSV log keeps its first header) and the same checkpoint.
+    cfg = load_config(None, TINY)
+    costs = {"params": 1.0, "flops": 2.0}
+    reports: list[tuple[dict, dict]] = []
+
+    def report(metrics: dict[str, float], checkpoint_dir: Path) -> None:
+        reports.append((metrics, load_checkpoint(checkpoint_dir / CHECKPOINT_FILE)))
+
+    train_in_process(cfg, prepared_dir, costs, report)
+    (metrics, state), again = reports[-1], []
+    report_again(
+        cfg, state, costs, lambda m, d: again.append((m, load_checkpoint(d / CHECKPOINT_FILE)))
+    )
+    ((metrics_again, state_again),) = again
+    assert list(metrics_again.items()) == list(metrics.items())
+    assert state_again["epoch"] == state["epoch"] == 1
+    assert all(torch.equal(state_again["model"][k], v) for k, v in state["model"].items())
 
 
 def test_model_cost_counts_the_models_parameters(prepared_dir: Path) -> None:
