@@ -36,11 +36,15 @@ class WeightEma:
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
         self.decay = decay
         self.updates = 0
-        self._pairs = [
+        pairs = [
             (mine, theirs)
             for mine, theirs in zip(self.module.parameters(), model.parameters(), strict=True)
             if theirs.dtype.is_floating_point
         ]
+        # The parameter tensors themselves (the optimizer updates them in place), so
+        # an update builds no lists.
+        self._mine: list[torch.Tensor] = [m for m, _ in pairs]
+        self._theirs: list[torch.Tensor] = [t for _, t in pairs]
 
     def decay_at(self, updates: int) -> float:
         """The decay of update number `updates` (1-based), warm-up included."""
@@ -51,9 +55,7 @@ class WeightEma:
         """Move the average towards the current weights: one fused op for all tensors."""
         self.updates += 1
         weight = 1.0 - self.decay_at(self.updates)
-        mine = [m for m, _ in self._pairs]
-        theirs = [t.detach() for _, t in self._pairs]
-        torch._foreach_lerp_(mine, theirs, weight)
+        torch._foreach_lerp_(self._mine, self._theirs, weight)
 
     @torch.no_grad()
     def copy_buffers(self) -> None:
