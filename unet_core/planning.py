@@ -67,9 +67,10 @@ FG_MAX_CASES = 50  # cases sampled for them: a bounded read on any data set size
 MAX_STEPS_PER_EPOCH = 250  # nnU-Net's epoch length: keeps validation regular on big data
 # Fewest optimizer steps per epoch. Measured (bench/bench_overhead.py, 2-core CPU, 12
 # tiles 128x128): an epoch's fixed costs under Ray Train + MLflow (validation, report,
-# checkpoint, the controller waking) were 0.06 s against 0.021 s per step, i.e. 3 steps;
-# 100 steps put them near 3% of the epoch's wall time (the 3% overhead goal of issue
-# #14) and still validate every few seconds on small data.
+# checkpoint, the controller waking) were 0.06 s against 0.021 s per step of the
+# unplanned default model, i.e. ~3 steps' worth, so 100 steps bring them to ~3% (the
+# overhead goal of issue #14). With this floor and the planned model they measured
+# 0.31 s of a 41-s epoch (0.8%). A GPU's faster steps need a re-measure there.
 MIN_STEPS_PER_EPOCH = 100
 STEPS_PER_CASE = 50  # optimizer steps per train case that the plan aims for in total
 MIN_TOTAL_STEPS, MAX_TOTAL_STEPS = 250, 25_000

@@ -27,11 +27,14 @@ def _trainer(epochs: int, decay: float | None = 0.9):
     return trainer
 
 
-def test_the_average_is_opt_in() -> None:
-    assert TrainConfig().ema_decay is None
+def test_the_average_is_on_by_default_and_off_with_none() -> None:
+    assert TrainConfig().ema_decay == 0.999
     trainer = tiny_trainer(1)
     fit(trainer)
-    assert trainer.ema is None and trainer.served_model() is trainer.model
+    assert trainer.ema is not None and trainer.served_model() is trainer.ema.module
+    off = _trainer(1, decay=None)
+    fit(off)
+    assert off.ema is None and off.served_model() is off.model
 
 
 def _net() -> torch.nn.Module:
