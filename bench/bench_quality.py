@@ -17,7 +17,9 @@ and the same training budget (`--budget-s`):
              random 96x96 crops, Adam 1e-3, batch 8 (3D: 96x96x16, batch 2)
   unetflow   what `unetflow train --set data.path=FOLDER` trains (`recipe_config`), run
              with `build_trainer` + `fit`, scored through the served inference path
-             between optimizer steps (an `on_step` hook), as the reference is
+             between optimizer steps (an `on_step` hook), as the reference is; what is
+             scored is what a checkpoint would serve at that step (the weight average
+             with `train.ema_decay`, the default)
 
 Each is scored on the test split at the first optimizer step after each time of one
 schedule, the same for both: every budget/12 training seconds, plus an early-dense run
@@ -103,7 +105,9 @@ def run_unetflow(prepared: Path, clock: TrainClock) -> list[tuple[float, float]]
     steps = 0
 
     def score() -> float:
-        segmenter = Segmenter(trainer.model, cfg.model, spec)  # the served path
+        # What a checkpoint would serve now (the weight average when the recipe keeps
+        # one), through the served inference path.
+        segmenter = Segmenter(trainer.served_model(), cfg.model, spec)
         split = predict_split(segmenter, prepared, "test")
         trainer.model.train()  # inference left it in eval mode, mid-epoch
         return global_dice(split.preds, split.targets)

@@ -23,11 +23,17 @@ settings that each carry a one-line reason (`PlannedValue`). The rules, kept sma
   cases share one intensity scale (their foreground medians agree `SHARED_SCALE_RATIO`
   x better under the train split's mean/std than under each image's own): the ``ct``
   window then fits all cases too.
-- steps per epoch: enough batches over all workers to draw the train voxels once,
-  within [1, `MAX_STEPS_PER_EPOCH`]; epochs: enough to reach `STEPS_PER_CASE` optimizer
-  steps per train case, within [`MIN_TOTAL_STEPS`, `MAX_TOTAL_STEPS`] steps and at most
-  `MAX_EPOCHS` epochs; early-stopping patience: `PATIENCE_SHARE` of the epochs, at
-  least `MIN_PATIENCE` (short epochs must not stop training after a few dozen steps).
+- steps per epoch: enough batches over all workers to draw the train voxels once
+  (whole images: one pass over the train cases), within [`MIN_STEPS_PER_EPOCH`,
+  `MAX_STEPS_PER_EPOCH`]. The floor amortises what every epoch costs besides its steps
+  (validation, report, checkpoint, tracking): on small data one pass is a handful of
+  steps and those fixed costs dominated (+45% wall time on 12 tiles); an epoch of
+  whole images then draws the cases in several shuffled passes.
+- epochs: enough to reach `STEPS_PER_CASE` optimizer steps per train case, within
+  [`MIN_TOTAL_STEPS`, `MAX_TOTAL_STEPS`] steps and at most `MAX_EPOCHS` epochs; when
+  the floor sets the epoch length, the epochs split the total steps (rounded down, each
+  epoch a little longer) so the floor does not add steps. Early-stopping patience:
+  `PATIENCE_SHARE` of the epochs, at least `MIN_PATIENCE` validations.
 """
 
 from __future__ import annotations
@@ -59,10 +65,19 @@ ANISOTROPY = 3.0  # coarsest / finest median spacing above which data is anisotr
 FG_SAMPLES_PER_CASE = 64  # foreground voxels read per case for the intensity percentiles
 FG_MAX_CASES = 50  # cases sampled for them: a bounded read on any data set size
 MAX_STEPS_PER_EPOCH = 250  # nnU-Net's epoch length: keeps validation regular on big data
+# Fewest optimizer steps per epoch. Measured (bench/bench_overhead.py, 2-core CPU, 12
+# tiles 128x128): an epoch's fixed costs under Ray Train + MLflow (validation, report,
+# checkpoint, the controller waking) were 0.06 s against 0.021 s per step of the
+# unplanned default model, i.e. ~3 steps' worth, so 100 steps bring them to ~3% (the
+# overhead goal of issue #14). With this floor and the planned model they measured
+# 0.31 s of a 41-s epoch (0.8%). A GPU's faster steps need a re-measure there.
+MIN_STEPS_PER_EPOCH = 100
 STEPS_PER_CASE = 50  # optimizer steps per train case that the plan aims for in total
 MIN_TOTAL_STEPS, MAX_TOTAL_STEPS = 250, 25_000
 MAX_EPOCHS = 1000
-PATIENCE_SHARE, MIN_PATIENCE = 0.2, 10
+# Patience counts validations; with epochs of >= MIN_STEPS_PER_EPOCH steps, 5 of them are
+# >= 500 steps, so noise in one validation cannot stop a run that is still learning.
+PATIENCE_SHARE, MIN_PATIENCE = 0.2, 5
 
 
 @dataclass(frozen=True)
@@ -210,7 +225,7 @@ class Plan:
     pool_kernels: PlannedValue[tuple[tuple[int, ...], ...]]
     batch_size: PlannedValue[int]
     normalization: PlannedValue[Normalization]
-    steps_per_epoch: PlannedValue[int | None]
+    steps_per_epoch: PlannedValue[int]
     epochs: PlannedValue[int]
     patience: PlannedValue[int]
 
@@ -301,13 +316,7 @@ def plan(
         levels = kernels or pooling(patch, fp.median_spacing)
     whole = patch_size is None and fp.uniform_shape and not shrunk
     batch = _batch(fp, patch, memory_bytes, base_channels)
-    steps: PlannedValue[int | None] = (
-        PlannedValue(None, "whole images: an epoch is one pass over the train cases")
-        if whole
-        else _steps(fp, patch, batch.value, workers)
-    )
-    epoch_steps = steps.value or -(-fp.train_cases // (batch.value * workers))
-    epochs = _epochs(fp, epoch_steps)
+    steps, epochs = _steps_and_epochs(fp, patch, whole, batch.value, workers)
     return Plan(
         fingerprint=fp,
         memory_bytes=memory_bytes,
@@ -388,24 +397,35 @@ def _normalization(fp: Fingerprint) -> PlannedValue[Normalization]:
     return PlannedValue(*choose_normalization(fp))
 
 
-def _steps(fp: Fingerprint, patch, batch: int, workers: int) -> PlannedValue[int | None]:
-    need = -(-fp.train_voxels // (batch * math.prod(patch) * workers))
-    value = min(max(need, 1), MAX_STEPS_PER_EPOCH)
-    why = (
-        f"batches per worker for {workers} worker(s) to draw the train voxels once "
-        f"({need}), at most {MAX_STEPS_PER_EPOCH}"
-    )
-    return PlannedValue(int(value), why)
-
-
-def _epochs(fp: Fingerprint, epoch_steps: int) -> PlannedValue[int]:
+def _steps_and_epochs(
+    fp: Fingerprint, patch, whole: bool, batch: int, workers: int
+) -> tuple[PlannedValue[int], PlannedValue[int]]:
+    """Steps per epoch (one pass, within [`MIN_STEPS_PER_EPOCH`, `MAX_STEPS_PER_EPOCH`])
+    and epochs (the total steps split into such epochs)."""
+    if whole:
+        need = -(-fp.train_cases // (batch * workers))
+        unit = "to pass over the train cases once"
+    else:
+        need = -(-fp.train_voxels // (batch * math.prod(patch) * workers))
+        unit = "to draw the train voxels once"
     total = min(max(STEPS_PER_CASE * fp.train_cases, MIN_TOTAL_STEPS), MAX_TOTAL_STEPS)
-    value = min(max(-(-total // epoch_steps), 1), MAX_EPOCHS)
+    value = min(max(need, MIN_STEPS_PER_EPOCH), MAX_STEPS_PER_EPOCH)
+    epochs = min(max(-(-total // value), 1), MAX_EPOCHS)
     why = (
-        f"{total} optimizer steps ({STEPS_PER_CASE} per train case within "
-        f"[{MIN_TOTAL_STEPS}, {MAX_TOTAL_STEPS}]) at {epoch_steps} per epoch"
+        f"batches per worker for {workers} worker(s) {unit} ({need}), within "
+        f"[{MIN_STEPS_PER_EPOCH}, {MAX_STEPS_PER_EPOCH}]"
     )
-    return PlannedValue(int(value), why)
+    if need < MIN_STEPS_PER_EPOCH:
+        # The floor sets the length: split the total into whole epochs of >= the floor,
+        # so the plan trains the same number of steps as without it (not one more epoch).
+        epochs = min(max(total // MIN_STEPS_PER_EPOCH, 1), MAX_EPOCHS)
+        value = min(-(-total // epochs), MAX_STEPS_PER_EPOCH)
+        why += ", so per-epoch costs (validation, checkpoint, report) stay small"
+    epochs_why = (
+        f"{total} optimizer steps ({STEPS_PER_CASE} per train case within "
+        f"[{MIN_TOTAL_STEPS}, {MAX_TOTAL_STEPS}]) at {value} per epoch"
+    )
+    return PlannedValue(int(value), why), PlannedValue(int(epochs), epochs_why)
 
 
 def _patience(epochs: int) -> PlannedValue[int]:

@@ -19,7 +19,7 @@ from unet_core.data.prepared import normalization_for
 from unet_core.data.streaming import PatchStream
 from unet_core.engine import Schedule, Trainer, build_optimizer
 from unet_core.engine.loop import autocast_dtype, memory_format, optimizer_steps
-from unet_core.engine.samplers import ShardSampler
+from unet_core.engine.samplers import EpochSampler, ShardSampler
 from unet_core.inference import sliding_window
 from unet_core.metrics import MetricAccumulator
 from unet_core.models import create_model
@@ -108,15 +108,26 @@ def make_loaders(
                 "cases differ in shape, so whole images cannot be batched; "
                 "set data.patch_size to train on patches",
             )
-        train_sampler = DistributedSampler(
-            train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.train.seed
-        )
+        train_sampler = whole_image_sampler(cfg, len(train_set), rank, world_size)
         batch = {"batch_size": cfg.train.batch_size, **common}
         train = DataLoader(train_set, sampler=train_sampler, drop_last=False, **batch)
         return train, DataLoader(val_set, sampler=val_sampler, **batch)
     stream = patch_stream(cfg, data, rank, world_size, options)
     train = DataLoader(stream, batch_size=cfg.train.batch_size, **common)
     return train, DataLoader(val_set, sampler=val_sampler, batch_size=1, **common)
+
+
+def whole_image_sampler(
+    cfg: ExperimentConfig, cases: int, rank: int, world_size: int
+) -> EpochSampler | DistributedSampler:
+    """This rank's train cases per epoch: `steps_per_epoch` batches (several shuffled
+    passes when the plan's epoch floor asks for more than one), or one pass when unset."""
+    steps, seed = cfg.train.steps_per_epoch, cfg.train.seed
+    if steps is None:
+        return DistributedSampler(
+            range(cases), num_replicas=world_size, rank=rank, shuffle=True, seed=seed
+        )
+    return EpochSampler(cases, steps * cfg.train.batch_size, rank, world_size, seed)
 
 
 def _whole_cases(

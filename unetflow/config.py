@@ -251,11 +251,6 @@ class ExperimentConfig(_Frozen):
                 f"data.target_spacing {list(target)} needs {dims} positive finite voxel "
                 f"sizes for a {dims}D model (in the images' units, e.g. mm), or null"
             )
-        if patch is None and self.train.steps_per_epoch is not None:
-            raise ValueError(
-                "train.steps_per_epoch applies to patch training; set data.patch_size "
-                "or remove train.steps_per_epoch"
-            )
         return self
 
     @model_validator(mode="after")

@@ -104,9 +104,6 @@ def planned_values(cfg: ExperimentConfig, result: Plan) -> dict[str, Any]:
     if fixed & set(MODEL_KEYS):
         for key in MODEL_KEYS:
             out.pop(key, None)
-    patch = out.get("data.patch_size", cfg.data.patch_size)
-    if patch is None:  # whole images: an epoch is one pass, steps do not apply
-        out.pop("train.steps_per_epoch", None)
     return out
 
 

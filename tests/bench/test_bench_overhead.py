@@ -26,7 +26,7 @@ def test_quick_mode_writes_the_overhead_table(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     table = out.read_text()
-    assert "| quick: 12 tiles 64x64 | bare |" in table
+    assert "| quick: 12 tiles 64x64, 100 steps/epoch | bare |" in table
     ray_row = next(line for line in table.splitlines() if "| Ray + MLflow |" in line)
     cells = [c.strip() for c in ray_row.split("|")[3:9]]
     assert all(float(c) >= 0 for c in cells), ray_row  # every part was measured

@@ -9,7 +9,19 @@ import numpy as np
 import pytest
 
 from unet_core.data import PreparedStore, write_case, write_manifest
-from unet_core.planning import MIN_BATCH, Fingerprint, fingerprint, plan, sample_bytes
+from unet_core.planning import (
+    MAX_STEPS_PER_EPOCH,
+    MAX_TOTAL_STEPS,
+    MIN_BATCH,
+    MIN_PATIENCE,
+    MIN_STEPS_PER_EPOCH,
+    MIN_TOTAL_STEPS,
+    STEPS_PER_CASE,
+    Fingerprint,
+    fingerprint,
+    plan,
+    sample_bytes,
+)
 
 GiB = 2**30
 
@@ -61,8 +73,10 @@ def test_plans_are_valid_and_a_smaller_budget_gives_a_smaller_patch(fp: Fingerpr
 
 def test_2d_tiles_3d_and_anisotropic_data_get_different_plans() -> None:
     tiles, iso, aniso = (plan(fp, 4 * GiB, 2) for fp in (TILES, ISO, ANISO))
-    # Equal tiles that fit train whole; an epoch is one pass, so no steps_per_epoch.
-    assert tiles.patch_size.value is None and tiles.steps_per_epoch.value is None
+    # Equal tiles that fit train whole; 12 tiles are 6 batches, so the epoch floor sets
+    # the epoch length (several shuffled passes).
+    assert tiles.patch_size.value is None
+    assert tiles.steps_per_epoch.value == MIN_STEPS_PER_EPOCH
     assert tiles.depth.value == 5  # 128 -> 4 at the bottleneck
     assert len(iso.patch_size.value) == 3 and iso.steps_per_epoch.value >= 1
     # The 5 mm axis waits until the 0.8 mm axes have been pooled to >= 2.5 mm.
@@ -86,11 +100,30 @@ def test_batch_is_capped_by_the_data_share_but_never_below_two() -> None:
 def test_epochs_grow_with_the_data_and_tiny_data_gets_a_small_plan() -> None:
     tiny = _fp([(32, 32)] * 6, [(1.0, 1.0)] * 6)
     small, large = plan(tiny, GiB, 1), plan(_fp([(32, 32)] * 600, [(1.0, 1.0)] * 600), GiB, 1)
-    steps_small = small.epochs.value * math.ceil(6 / small.batch_size.value)
-    steps_large = large.epochs.value * math.ceil(600 / large.batch_size.value)
+    steps_small = small.epochs.value * small.steps_per_epoch.value
+    steps_large = large.epochs.value * large.steps_per_epoch.value
     assert steps_small < steps_large
     assert steps_small <= 300  # about 250 steps: seconds on a CPU for a tiny model
-    assert small.patience.value >= 10 and large.patience.value >= large.epochs.value // 5
+    assert small.patience.value >= MIN_PATIENCE
+    assert large.patience.value >= large.epochs.value // 5
+
+
+@pytest.mark.parametrize("cases", [6, 12, 84, 600])
+def test_epochs_have_at_least_the_floor_and_the_floor_adds_no_steps(cases: int) -> None:
+    """Short epochs are lengthened to `MIN_STEPS_PER_EPOCH` (whole images and patches
+    alike); the epochs then split the same total steps as before (within one epoch)."""
+    fp = _fp([(32, 32)] * cases, [(1.0, 1.0)] * cases)
+    whole = plan(fp, GiB, 1)
+    patches = plan(fp, GiB, 1, patch_size=(16, 16))
+    total = min(max(STEPS_PER_CASE * cases, MIN_TOTAL_STEPS), MAX_TOTAL_STEPS)
+    for result in (whole, patches):
+        steps, epochs = result.steps_per_epoch.value, result.epochs.value
+        assert MIN_STEPS_PER_EPOCH <= steps <= MAX_STEPS_PER_EPOCH
+        assert total <= steps * epochs < total + steps
+        assert str(MIN_STEPS_PER_EPOCH) in result.steps_per_epoch.why
+    assert whole.patch_size.value is None  # whole images keep an epoch length too
+    one_pass = math.ceil(cases / whole.batch_size.value)
+    assert ("so per-epoch costs" in whole.steps_per_epoch.why) == (one_pass < MIN_STEPS_PER_EPOCH)
 
 
 def test_ct_like_integers_get_a_ct_window_and_float_images_per_image() -> None:

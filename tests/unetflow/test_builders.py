@@ -95,6 +95,19 @@ def test_schedule_length_is_the_loop_step_count(prepared_dir: Path) -> None:
     assert trainer.schedule.step_count == trainer.schedule.total_steps == 4
 
 
+def test_whole_images_with_steps_per_epoch_take_that_many_batches(prepared_dir: Path) -> None:
+    """The plan's epoch floor on whole images: 24 training images, batch 4, 9 steps per
+    epoch are one shuffled pass and half of another; the schedule spans them all."""
+    cfg = _cfg(steps_per_epoch=9, epochs=2)
+    assert cfg.data.patch_size is None
+    trainer = build_trainer(cfg, prepared_dir, CPU)
+    assert len(trainer.train_loader) == 9
+    order = list(trainer.train_loader.sampler)
+    assert sorted(order[:24]) == list(range(24)) and len(set(order[24:])) == 12
+    fit(trainer)
+    assert trainer.schedule.step_count == trainer.schedule.total_steps == 18
+
+
 def test_compile_is_opt_in_and_checkpoints_keep_plain_keys(prepared_dir: Path) -> None:
     from unet_core.engine import unwrap
 

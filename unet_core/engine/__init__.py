@@ -17,6 +17,7 @@ from unet_core.engine.config import (
     SchedulerConfig,
     TrainConfig,
 )
+from unet_core.engine.ema import WeightEma
 from unet_core.engine.loop import (
     EpochResult,
     FitResult,
@@ -46,6 +47,7 @@ __all__ = [
     "SchedulerConfig",
     "TrainConfig",
     "Trainer",
+    "WeightEma",
     "amp_dtype",
     "build_optimizer",
     "capture_state",

@@ -2,6 +2,11 @@
 
 A checkpoint is a plain dict of tensors and primitives (no pickled classes), so loading
 one never executes code from the file.
+
+"model" holds the served weights: the weight average when `TrainConfig.ema_decay` is set
+(what validation scored), else the trained weights. With an average, "trained_model" and
+"ema_updates" hold what resuming needs besides; a checkpoint without them (older, or
+written without an average) resumes with the average restarted at its "model".
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ def capture_state(trainer: Trainer, epoch: int, result: FitResult, stale_epochs:
     state = {
         "format_version": FORMAT_VERSION,
         "epoch": epoch,
-        "model": unwrap(trainer.model).state_dict(),
+        "model": unwrap(trainer.served_model()).state_dict(),
         "optimizer": trainer.optimizer.state_dict(),
         "schedule": trainer.schedule.state_dict(),
         "best_metric": result.best_metric,
@@ -46,6 +51,9 @@ def capture_state(trainer: Trainer, epoch: int, result: FitResult, stale_epochs:
         "history": [{"epoch": h.epoch, **h.metrics} for h in result.history],
         "torch_rng": torch.get_rng_state(),
     }
+    if trainer.ema is not None:
+        state["trained_model"] = unwrap(trainer.model).state_dict()
+        state["ema_updates"] = trainer.ema.updates
     if trainer.scaler is not None:
         state["scaler"] = trainer.scaler.state_dict()
     if trainer.generator is not None:
@@ -57,7 +65,7 @@ def capture_state(trainer: Trainer, epoch: int, result: FitResult, stale_epochs:
 
 def restore_state(trainer: Trainer, state: dict, result: FitResult) -> tuple[int, int]:
     """Load `state` into `trainer` and `result`; returns (next epoch, stale epochs)."""
-    unwrap(trainer.model).load_state_dict(state["model"])
+    _restore_weights(trainer, state)
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.schedule.load_state_dict(state["schedule"])
     if trainer.scaler is not None and "scaler" in state:
@@ -76,6 +84,18 @@ def restore_state(trainer: Trainer, state: dict, result: FitResult) -> tuple[int
         validated = any(key.startswith("val_") for key in metrics)
         result.history.append(EpochResult(row["epoch"], metrics, False, 0.0, validated))
     return int(state["epoch"]) + 1, int(state["stale_epochs"])
+
+
+def _restore_weights(trainer: Trainer, state: dict) -> None:
+    """The trained weights and, with an average, the average and its update count."""
+    unwrap(trainer.model).load_state_dict(state.get("trained_model", state["model"]))
+    if trainer.ema is None:
+        return
+    if "trained_model" in state:
+        trainer.ema.module.load_state_dict(state["model"])
+        trainer.ema.updates = int(state["ema_updates"])
+    else:  # written without an average: start one at the checkpoint's weights
+        trainer.ema.reset()
 
 
 def _rng_bytes(rng: torch.Tensor) -> torch.Tensor:
@@ -168,6 +188,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         )
     state = torch.load(path, map_location="cpu", weights_only=True)
     device = torch.device(map_location)
-    if device.type != "cpu" and isinstance(state.get("model"), dict):
-        state["model"] = {k: v.to(device) for k, v in state["model"].items()}
+    for key in ("model", "trained_model"):
+        if device.type != "cpu" and isinstance(state.get(key), dict):
+            state[key] = {k: v.to(device) for k, v in state[key].items()}
     return state

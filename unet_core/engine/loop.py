@@ -18,8 +18,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from unet_core.engine.checkpoint import capture_state, restore_state
+from unet_core.engine.checkpoint import capture_state, restore_state, unwrap
 from unet_core.engine.config import EarlyStoppingConfig, TrainConfig
+from unet_core.engine.ema import WeightEma
 from unet_core.engine.optim import Schedule
 from unet_core.engine.results import EpochResult, FitResult
 
@@ -143,6 +144,7 @@ def train_one_epoch(
     schedule: Schedule | None = None,
     augment: Augment | None = None,
     hooks: Hooks | None = None,
+    ema: WeightEma | None = None,
 ) -> dict[str, float]:
     """Run one pass over `loader`; returns the global mean training loss as `train_loss`.
 
@@ -170,6 +172,8 @@ def train_one_epoch(
             (scaler.scale(scaled) if scaler else scaled).backward()
         if last_of_group:
             _optimizer_step(model, optimizer, cfg, scaler)
+            if ema is not None:
+                ema.update()
             if schedule is not None:
                 schedule.step()
         loss_sum += loss.detach()
@@ -306,6 +310,12 @@ class Trainer:
     generator: torch.Generator | None = None
     hooks: Hooks | None = None
     infer: Infer | None = None  # validation logits; None: model(images)
+    ema: WeightEma | None = None  # the weight average; `fit` makes it when cfg.ema_decay is set
+
+    def served_model(self) -> nn.Module:
+        """The weights validation scores and checkpoints save as "model": the average
+        when there is one, else the trained model."""
+        return self.ema.served() if self.ema is not None else self.model
 
     def one_epoch(self, epoch: int, validate: bool = True) -> dict[str, float]:
         """Train one epoch, then validate if asked; returns `train_*` (and `val_*`) metrics."""
@@ -330,6 +340,7 @@ class Trainer:
             schedule=self.schedule,
             augment=augment,
             hooks=self.hooks,
+            ema=self.ema,
         )
         if validate:
             metrics.update(self.validate())
@@ -337,9 +348,9 @@ class Trainer:
         return metrics
 
     def validate(self) -> dict[str, float]:
-        """`val_*` metrics of the current model on the whole validation split."""
+        """`val_*` metrics of the served model on the whole validation split."""
         return evaluate(
-            self.model,
+            self.served_model(),
             self.val_loader,
             self.accumulator,
             device=self.device,
@@ -365,6 +376,9 @@ def fit(trainer: Trainer, resume: dict | None = None) -> FitResult:
             epoch with the same weights, optimizer, schedule, scaler and RNG states.
     """
     result, start_epoch, stale = FitResult(), 0, 0
+    if trainer.cfg.ema_decay is not None and trainer.ema is None:
+        # Made here, not in a builder: the model is on its device and wrapped by now.
+        trainer.ema = WeightEma(unwrap(trainer.model), trainer.cfg.ema_decay)
     if resume is not None:
         start_epoch, stale = restore_state(trainer, resume, result)
     es = trainer.cfg.early_stopping

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.unet_core.engine.test_loop import _trainer
+from tests.support.engine import tiny_trainer as _trainer
 from unet_core.engine import amp_dtype, capture_state, fit, load_checkpoint, save_checkpoint
 from unet_core.engine.results import FitResult
 

@@ -7,7 +7,7 @@ import contextlib
 
 import torch
 
-from tests.unet_core.engine.test_loop import _trainer
+from tests.support.engine import tiny_trainer as _trainer
 from unet_core.engine import (
     CheckpointCadence,
     EpochResult,

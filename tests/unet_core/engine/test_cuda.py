@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from tests.unet_core.engine.test_loop import _data
+from tests.support.engine import tiny_data as _data
 from unet_core.engine import (
     EarlyStoppingConfig,
     OptimConfig,

@@ -82,3 +82,41 @@ def test_ddp_evaluate_with_fewer_cases_than_ranks_does_not_hang(tmp_path: Path) 
     mp.spawn(_rank_ddp_one_val_case, args=(2, str(tmp_path / "init"), str(out)), nprocs=2)
     metrics = torch.load(out, weights_only=True)["metrics"]
     assert 0.0 <= metrics["val_dice"] <= 1.0
+
+
+def _rank_ddp_ema(rank: int, world: int, init_file: str, out: str) -> None:
+    from torch.nn.parallel import DistributedDataParallel
+    from torch.utils.data import DistributedSampler
+
+    from tests.support.engine import tiny_data, tiny_trainer
+    from unet_core.engine import capture_state, fit
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    trainer = tiny_trainer(2)
+    data = tiny_data()
+    sampler = DistributedSampler(data, num_replicas=world, rank=rank, seed=0)
+    trainer.train_loader = DataLoader(data, batch_size=2, sampler=sampler)
+    trainer.model = DistributedDataParallel(trainer.model)
+    trainer.cfg = trainer.cfg.model_copy(update={"ema_decay": 0.9})
+    result = fit(trainer)
+    state = capture_state(trainer, 1, result, 0)
+    torch.save(
+        {"model": state["model"], "val_dice": result.history[-1].metrics["val_dice"]},
+        f"{out}.{rank}",
+    )
+    dist.destroy_process_group()
+
+
+def test_ddp_ranks_keep_the_same_weight_average(tmp_path: Path) -> None:
+    """Each rank averages its unwrapped model: the weights are the same on every rank,
+    so the averages (and what each rank would checkpoint and validate) are too."""
+    out = str(tmp_path / "ema")
+    mp.spawn(_rank_ddp_ema, args=(2, str(tmp_path / "init"), out), nprocs=2, join=True)
+    first, second = (torch.load(f"{out}.{r}", weights_only=True) for r in (0, 1))
+    assert first["val_dice"] == second["val_dice"]  # validation used rank 0's BN stats
+    # BatchNorm statistics stay per rank (DDP syncs them at each forward, from rank 0),
+    # as they do for the trained model; rank 0 checkpoints its own. Weights must agree.
+    weights = [k for k in first["model"] if "running_" not in k and "num_batches" not in k]
+    assert weights
+    for key in weights:
+        torch.testing.assert_close(first["model"][key], second["model"][key], msg=key)
