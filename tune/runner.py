@@ -9,7 +9,6 @@ from typing import Any
 
 from ray import tune
 from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
-from ray.tune.search import Searcher
 
 from tune import algorithms, mlflow_logging
 from tune.pareto import TrialPoint, choose, log_front, pareto_front
@@ -114,10 +113,7 @@ def _new_tuner(
             search_alg=searcher,
             scheduler=scheduler,
             num_samples=search.num_samples,
-            # A generator (random, grid) holds its own cap (`algorithms._random`).
-            max_concurrent_trials=(
-                max_concurrent(search, base, trials) if isinstance(searcher, Searcher) else None
-            ),
+            max_concurrent_trials=max_concurrent(search, base, trials),
             trial_dirname_creator=_trial_dirname,
             reuse_actors=search.reuse_actors,
         ),

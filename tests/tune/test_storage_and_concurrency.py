@@ -3,7 +3,6 @@ cluster to the resources it happened to have at start."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -88,39 +87,3 @@ def test_search_with_storage_on_s3_runs_and_keeps_its_state_in_the_bucket(tmp_pa
         assert "tune/hpo-smoke.unetflow_search.json" in keys
         assert any(k.startswith("tune/hpo-smoke/") and "checkpoint" in k for k in keys), keys
     assert not (tmp_path / "s3:").exists()
-
-
-def _trial_window(result_json: Path) -> tuple[float, float]:
-    """(start, end) wall seconds of one trial from Tune's result rows."""
-    rows = [json.loads(line) for line in result_json.read_text().splitlines() if line.strip()]
-    first, last = rows[0], rows[-1]
-    return first["timestamp"] - first["time_this_iter_s"], last["timestamp"]
-
-
-@pytest.mark.slow
-@pytest.mark.integration
-def test_max_concurrent_one_runs_random_trials_one_after_another(tmp_path: Path) -> None:
-    """Tune ignores `max_concurrent_trials` for its random/grid generator; the cap must hold."""
-    import os
-    import subprocess
-    import sys
-
-    repo = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(repo)}
-    env.pop("RAY_ADDRESS", None)
-    args = ["--space", str(repo / "tune/spaces/hpo.yaml"), "--smoke-test", "--no-track"]
-    args += ["--num-samples", "2", "--max-concurrent", "1", "--project-dir", str(tmp_path)]
-    proc = subprocess.run(
-        [sys.executable, "-m", "unetflow_cli", "tune", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "will be ignored" not in proc.stdout + proc.stderr
-    results = sorted((tmp_path / ".unetflow" / "tune").glob("*/*/result.json"))
-    assert len(results) == 2, results
-    (start_a, end_a), (start_b, end_b) = sorted(map(_trial_window, results))
-    # Tune's timestamps are whole seconds: one second of slack.
-    assert start_b >= end_a - 1, (start_a, end_a, start_b, end_b)
