@@ -3,26 +3,17 @@ scored at the same steps, written as a table (it reports, never asserts timings)
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.common import run_bench
 
 
 @pytest.mark.slow
 def test_quick_run_scores_trained_and_averaged_weights_at_the_same_steps(tmp_path: Path) -> None:
     out = tmp_path / "ema.md"
-    run = subprocess.run(
-        [sys.executable, "bench/bench_ema.py", "--quick", "--threads", "1", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_bench("bench_ema.py", "--quick", "--threads", "1", "--out", str(out))
     text = out.read_text()
     assert "| trained |" in text and "| EMA 0.999 |" in text  # summary rows
     assert "Cost: one `WeightEma.update`" in text

@@ -5,13 +5,12 @@ the table, not the timings."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.common import run_bench
+
 PIPELINES = ("reference", "unetflow")
 SETS = ("synthetic", "mni152")
 NUMBER = r"(\d+\.\d+)"
@@ -28,14 +27,7 @@ def _section(text: str, title: str) -> str:
 @pytest.mark.slow
 def test_quick_run_writes_both_pipelines_curves_and_the_summary(tmp_path: Path) -> None:
     out, work = tmp_path / "quality.md", str(tmp_path / "work")
-    run = subprocess.run(
-        [sys.executable, "bench/bench_quality.py", "--quick", "--out", str(out), "--work", work],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=800,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = run_bench("bench_quality.py", "--quick", "--out", str(out), "--work", work, timeout=800)
     text = out.read_text()
     assert text.strip() in run.stdout  # printed as well as written
     summary = _section(text, "## Summary")
