@@ -38,6 +38,44 @@ from unetflow.plan import planned
 from unetflow.prepare import prepare
 
 RESULTS = Path(__file__).parent / "results" / "overhead_cpu.md"
+# Process roles by command line, first match wins: whose CPU seconds a run adds to the
+# cores the training shares (on 2 cores every busy second elsewhere slows the threads).
+ROLES = (
+    ("Ray worker", "RayTrainWorker"),
+    ("Train controller", "TrainController"),
+    ("raylet", "raylet"),
+    ("GCS", "gcs_server"),
+    ("dashboard", "dashboard"),
+    ("log monitor", "log_monitor"),
+    ("other Ray", "ray"),
+)
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) so far of this machine's processes, by role."""
+    import psutil
+
+    me = os.getpid()
+    totals: dict[str, float] = {}
+    for proc in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
+        times, cmd = proc.info["cpu_times"], " ".join(proc.info["cmdline"] or [])
+        if times is None:
+            continue
+        role = "driver" if proc.info["pid"] == me else "other"
+        role = next((name for name, key in ROLES if key in cmd), role)
+        totals[role] = totals.get(role, 0.0) + times.user + times.system
+    return totals
+
+
+def cpu_during(run, *args) -> tuple[dict, dict[str, float]]:
+    """`run(*args)`'s result, and the CPU seconds each role spent while it ran (processes
+    that ended during the run are missed: none of Ray's does)."""
+    before = cpu_seconds()
+    result = run(*args)
+    after = cpu_seconds()
+    return result, {k: v - before.get(k, 0.0) for k, v in after.items()}
+
+
 TIMINGS = "UNETFLOW_BENCH_TIMINGS"  # the folder where the worker and controller write
 
 
@@ -170,6 +208,32 @@ def row(name: str, epochs: int, a: dict, b: dict) -> str:
     )
 
 
+def cpu_row(name: str, a: dict, cpu_a: dict, b: dict, cpu_b: dict) -> str:
+    """Cores each role kept busy (CPU seconds / wall seconds of the run) in both runs."""
+    roles = ["driver", *(r for r, _ in ROLES), "other"]
+    busy = lambda cpu, run, r: f"{cpu.get(r, 0.0) / run.get('wall', run['fit']):.2f}"  # noqa: E731
+    return (
+        f"| {name.split(':')[0]} | bare | {' | '.join(busy(cpu_a, a, r) for r in roles)} |\n"
+        f"| | Ray + MLflow | {' | '.join(busy(cpu_b, b, r) for r in roles)} |"
+    )
+
+
+def cpu_table(rows: list[str]) -> str:
+    roles = ["driver", *(r for r, _ in ROLES), "other"]
+    return "\n".join(
+        [
+            "",
+            "Cores kept busy during each run, by process (CPU seconds / wall seconds, start-up "
+            "included for Ray; the bare loop runs in the driver; Ray's processes run in both):",
+            "",
+            f"| data | run | {' | '.join(roles)} |",
+            f"|---|---|{'---:|' * len(roles)}",
+            *rows,
+            "",
+        ]
+    )
+
+
 def table(rows: list[str], threads: int, quick: bool) -> str:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     defaults = ExperimentConfig()
@@ -209,7 +273,8 @@ def main() -> None:
     from unetflow.ray_train import ensure_ray
 
     os.environ["UNETFLOW_BENCH_THREADS"] = str(args.threads)
-    rows = []
+    rows: list[str] = []
+    cpu_rows: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as tmp:
         os.environ[TIMINGS] = tmp  # workers inherit the driver's environment (local Ray)
         ensure_ray()
@@ -220,11 +285,14 @@ def main() -> None:
             for stale in ("worker.json", "mlflow.txt"):
                 Path(tmp, stale).unlink(missing_ok=True)
             cfg, data_dir = setup(name, spec, Path(tmp))
-            a = bare(cfg, data_dir, args.threads)
-            b = with_ray(cfg, data_dir, args.threads, Path(tmp) / name.split(":")[0])
+            a, cpu_a = cpu_during(bare, cfg, data_dir, args.threads)
+            b, cpu_b = cpu_during(
+                with_ray, cfg, data_dir, args.threads, Path(tmp) / name.split(":")[0]
+            )
             label = f"{name}, {cfg.train.steps_per_epoch or 'one pass of'} steps/epoch"
             rows.append(row(label, cfg.train.epochs, a, b))
-    text = table(rows, args.threads, args.quick)
+            cpu_rows.append(cpu_row(name, a, cpu_a, b, cpu_b))
+    text = table(rows, args.threads, args.quick) + cpu_table(cpu_rows)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

@@ -38,8 +38,12 @@ def _bohb(search: SearchConfig) -> Any:
 def _random(search: SearchConfig) -> Any:
     from ray.tune.search import BasicVariantGenerator
 
-    # Seeded: two searches with the same seed sample the same configurations.
-    return BasicVariantGenerator(random_state=search.seed)
+    # Seeded: two searches with the same seed sample the same configurations. The cap is
+    # the generator's own: Tune applies `max_concurrent_trials` to a `Searcher` only and
+    # ignores it (with a warning) for a generator, so --max-concurrent 1 ran 2 trials.
+    return BasicVariantGenerator(
+        random_state=search.seed, max_concurrent=search.max_concurrent_trials or 0
+    )
 
 
 # random and grid: Tune's BasicVariantGenerator (random sampling, grid axes expanded).

@@ -9,6 +9,7 @@ from typing import Any
 
 from ray import tune
 from ray.tune import CheckpointConfig, FailureConfig, RunConfig, TuneConfig, Tuner
+from ray.tune.search import Searcher
 
 from tune import algorithms, mlflow_logging
 from tune.pareto import TrialPoint, choose, log_front, pareto_front
@@ -21,7 +22,7 @@ from tune.search_config import (
     storage_root,
 )
 from tune.space import SearchSpace, resolve_config
-from tune.trainable import train_trial
+from tune.trainable import train_trial, trial_dirname
 from unetflow import storage
 from unetflow.config import ExperimentConfig, tracked_params
 from unetflow.errors import UsageError
@@ -113,7 +114,10 @@ def _new_tuner(
             search_alg=searcher,
             scheduler=scheduler,
             num_samples=search.num_samples,
-            max_concurrent_trials=max_concurrent(search, base, trials),
+            # A generator (random, grid) holds its own cap (`algorithms._random`).
+            max_concurrent_trials=(
+                max_concurrent(search, base, trials) if isinstance(searcher, Searcher) else None
+            ),
             trial_dirname_creator=_trial_dirname,
             reuse_actors=search.reuse_actors,
         ),
@@ -135,8 +139,7 @@ def _new_tuner(
 
 
 def _trial_dirname(trial: Any) -> str:
-    # Tune's default names embed every sampled value: paths too long for some filesystems.
-    return f"trial_{trial.trial_id}"
+    return trial_dirname(trial.trial_id)
 
 
 def _start_tracking(

@@ -61,12 +61,17 @@ def _fit_single_worker(
 
     # A restored or restarted trial continues, not restarts. `get_storage` (a Ray developer
     # API) says where Ray wrote this trial's checkpoints: a local folder or a bucket.
-    storage = ray.tune.get_context().get_storage()
+    ctx = ray.tune.get_context()
+    storage = ctx.get_storage()
     resume = newest_state(
         ray.tune.get_checkpoint(),
         storage.storage_filesystem,
         storage.trial_fs_path,
-        trial_device(cfg),
+        # A trial first scheduled after the killed driver's last state save has no folder
+        # on record: resumed on the same cluster, Ray finds the old driver's staging copy
+        # and names the folder `trial_<id>_<4 hex>`; its checkpoints are in `trial_<id>`.
+        posixpath.join(posixpath.dirname(storage.trial_fs_path), trial_dirname(ctx.get_trial_id())),
+        map_location=trial_device(cfg),
     )
     if resume is not None and logger is not None:
         logger.mark_resumed(int(resume.state["epoch"]))
@@ -94,10 +99,16 @@ _CHECKPOINT_FOLDER = re.compile(r"checkpoint_(\d+)")
 _UNREADABLE = (OSError, RuntimeError, EOFError, pickle.UnpicklingError, KeyError, ValueError)
 
 
+def trial_dirname(trial_id: str) -> str:
+    """A trial's folder in the search's storage (Tune's default names embed every sampled
+    value: paths too long for some filesystems)."""
+    return f"trial_{trial_id}"
+
+
 def newest_state(
     recorded: ray.tune.Checkpoint | None,
     filesystem: pyarrow.fs.FileSystem,
-    trial_path: str,
+    *trial_paths: str,
     map_location: torch.device | str = "cpu",
 ) -> Resume | None:
     """The state to resume a trial from: its newest whole checkpoint, not only Tune's record.
@@ -113,18 +124,22 @@ def newest_state(
 
     Args:
         recorded: the checkpoint Tune hands back (`ray.tune.get_checkpoint()`), or None.
-        filesystem, trial_path: where Ray wrote this trial's checkpoints.
+        filesystem, trial_paths: where Ray wrote this trial's checkpoints (its folder now,
+            and the one it had before a restore renamed it).
         map_location: where the chosen state's model weights go (`load_checkpoint`).
 
     Returns:
         The state and whether it is newer than the record, or None: start from scratch.
     """
-    if recorded is not None and posixpath.dirname(recorded.path.rstrip("/")) != trial_path:
+    if recorded is not None and posixpath.dirname(recorded.path.rstrip("/")) not in trial_paths:
         # Another trial's checkpoint: PBT chose it.
         return Resume(_load(recorded, map_location), unreported=False)
     best = None if recorded is None else _load(recorded, map_location)
     unreported = False
-    for path in _folders_after(recorded, filesystem, trial_path):
+    folders = [
+        f for path in dict.fromkeys(trial_paths) for f in _folders_after(recorded, filesystem, path)
+    ]
+    for path in folders:
         try:
             state = _load(ray.tune.Checkpoint(path, filesystem), map_location)
         except _UNREADABLE:

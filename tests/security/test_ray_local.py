@@ -64,24 +64,32 @@ def test_every_listener_is_on_loopback(local_ray) -> None:
     assert info["address"].startswith("127.0.0.1:")
 
 
-def _connect(address: str, tmp: Path, **env: str) -> subprocess.CompletedProcess:
+def _connect(address: str, tmp: Path, **env: str) -> subprocess.Popen:
+    """A client process joining `address`; prints 'connected' if it got in."""
     code = f"import ray; ray.init(address={address!r}); print('connected', flush=True)"
-    return subprocess.run(
+    return subprocess.Popen(
         [sys.executable, "-c", code],
         env=_env(tmp, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", **env),
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=120,
     )
 
 
 def test_a_client_without_the_token_is_refused(local_ray) -> None:
     info, tmp = local_ray
-    wrong = _connect(info["address"], tmp, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0" * 64)
-    assert wrong.returncode != 0 and "connected" not in wrong.stdout
-    assert "AuthenticationError" in wrong.stderr
-    none = _connect(info["address"], tmp, RAY_AUTH_MODE="disabled")
-    assert none.returncode != 0 and "AuthenticationError" in none.stderr
-    # The same client with the user's token (their token file) gets in.
-    right = _connect(info["address"], tmp, RAY_AUTH_MODE="token")
-    assert right.returncode == 0 and "connected" in right.stdout, right.stderr[-2000:]
+    # The three clients at once: each spends most of its ~14 s importing Ray and retrying.
+    clients = {
+        "wrong": _connect(info["address"], tmp, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0" * 64),
+        "none": _connect(info["address"], tmp, RAY_AUTH_MODE="disabled"),
+        # The same client with the user's token (their token file) gets in.
+        "right": _connect(info["address"], tmp, RAY_AUTH_MODE="token"),
+    }
+    out = {name: (proc, *proc.communicate(timeout=120)) for name, proc in clients.items()}
+    proc, stdout, stderr = out["wrong"]
+    assert proc.returncode != 0 and "connected" not in stdout
+    assert "AuthenticationError" in stderr
+    proc, stdout, stderr = out["none"]
+    assert proc.returncode != 0 and "AuthenticationError" in stderr
+    proc, stdout, stderr = out["right"]
+    assert proc.returncode == 0 and "connected" in stdout, stderr[-2000:]

@@ -52,6 +52,22 @@ def test_without_a_record_the_newest_whole_checkpoint_is_taken(tmp_path: Path) -
     assert _epoch(None, tmp_path) == 1
 
 
+def test_a_trial_renamed_on_restore_finds_the_checkpoints_of_its_old_folder(
+    tmp_path: Path,
+) -> None:
+    # Not yet recorded when the driver died, the trial restarts in `trial_<id>_<4 hex>`
+    # (Ray found the killed driver's staging copy of `trial_<id>`) with nothing there yet.
+    old, renamed = tmp_path / "trial_a1", tmp_path / "trial_a1_9f3c"
+    _write(old, 0, epoch=0)
+    _write(old, 1, epoch=1)
+    renamed.mkdir()
+    resume = newest_state(None, FS, renamed.as_posix(), old.as_posix())
+    assert resume is not None and resume.state["epoch"] == 1 and resume.unreported
+    # Once the renamed folder holds a later epoch, that one wins.
+    _write(renamed, 0, epoch=2)
+    assert newest_state(None, FS, renamed.as_posix(), old.as_posix()).state["epoch"] == 2
+
+
 @pytest.mark.parametrize(
     "partial",
     [
