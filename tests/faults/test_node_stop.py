@@ -28,7 +28,7 @@ from tests.faults.common import (
 from tests.support.ray_cluster import _node_alive, _start_node, ray_cluster
 from tests.support.s3 import S3Endpoint, s3_server
 from unet_core.engine import load_checkpoint
-from unetflow.stack.ray import pids_naming, port_args
+from unetflow.stack.ray import NO_DRAIN, pids_naming, port_args
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -103,7 +103,7 @@ def test_second_node_dies_mid_epoch_and_training_finishes(
         cluster_env = {**s3.env(), **PROMPT_RECORDING}
         with ray_cluster({"trainer": 1}, {"trainer": 1}, cpus_per_node=1, env=cluster_env) as rc:
             env = {**os.environ, **s3.env(), **rc.env(), "PYTHONPATH": str(REPO)}
-            node_env = {**env, "RAY_USAGE_STATS_ENABLED": "0"}
+            node_env = {**env, "RAY_USAGE_STATS_ENABLED": "0", **NO_DRAIN}
             for key in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"):
                 node_env.pop(key)
             baseline = _result(_driver(env, tmp_path, prepared_dir, "whole", 0))

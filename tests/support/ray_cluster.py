@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.support.net import free_port, port_open, wait_until
-from unetflow.stack.ray import pids_naming, port_args
+from unetflow.stack.ray import NO_DRAIN, pids_naming, port_args
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -110,6 +110,7 @@ def ray_cluster(
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": token,
         "RAY_USAGE_STATS_ENABLED": "0",
+        **NO_DRAIN,  # stopped as a group: a drain on SIGTERM only waits for the dead GCS
     }
     node_env.pop("RAY_ADDRESS", None)
     # Every node on its own loopback address, so no traffic leaves lo. Ray rewrites

@@ -81,9 +81,16 @@ def pids_naming(marker: Path) -> list[int]:
     return pids
 
 
+# A node is stopped with its whole process group, its cluster's GCS with it, so the drain
+# Ray starts on SIGTERM (asking the GCS to mark the node draining) could only wait out its
+# 30 s: every `stack down` took 15 s more than its processes needed to exit.
+NO_DRAIN = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+
+
 def node_env(token: str, extra: dict[str, str]) -> dict[str, str]:
     env = base_env(**extra, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env |= NO_DRAIN
     env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
     return env
 
