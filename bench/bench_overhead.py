@@ -38,6 +38,7 @@ from unetflow.plan import planned
 from unetflow.prepare import prepare
 
 RESULTS = Path(__file__).parent / "results" / "overhead_cpu.md"
+TIMINGS = "UNETFLOW_BENCH_TIMINGS"  # the folder where the worker and controller write
 # Process roles by command line, first match wins: whose CPU seconds a run adds to the
 # cores the training shares (on 2 cores every busy second elsewhere slows the threads).
 ROLES = (
@@ -51,32 +52,54 @@ ROLES = (
 )
 
 
-def cpu_seconds() -> dict[str, float]:
-    """CPU seconds (user + system) so far of this machine's processes, by role."""
+def cpu_by_pid() -> dict[int, tuple[str, float]]:
+    """pid -> (role, CPU seconds so far: user + system) of this machine's processes."""
     import psutil
 
     me = os.getpid()
-    totals: dict[str, float] = {}
+    seen: dict[int, tuple[str, float]] = {}
     for proc in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
         times, cmd = proc.info["cpu_times"], " ".join(proc.info["cmdline"] or [])
         if times is None:
             continue
         role = "driver" if proc.info["pid"] == me else "other"
         role = next((name for name, key in ROLES if key in cmd), role)
-        totals[role] = totals.get(role, 0.0) + times.user + times.system
-    return totals
+        seen[proc.info["pid"]] = (role, times.user + times.system)
+    return seen
 
 
 def cpu_during(run, *args) -> tuple[dict, dict[str, float]]:
-    """`run(*args)`'s result, and the CPU seconds each role spent while it ran (processes
-    that ended during the run are missed: none of Ray's does)."""
-    before = cpu_seconds()
-    result = run(*args)
-    after = cpu_seconds()
-    return result, {k: v - before.get(k, 0.0) for k, v in after.items()}
+    """`run(*args)`'s result, and the CPU seconds each role spent while it ran. Sampled
+    every 0.5 s, so processes that end during the run (Ray's workers) count too, up to
+    their last half second."""
+    import threading
 
+    before, last = cpu_by_pid(), {}  # pid -> (role, CPU seconds)
+    done = threading.Event()
 
-TIMINGS = "UNETFLOW_BENCH_TIMINGS"  # the folder where the worker and controller write
+    def merge(now: dict[int, tuple[str, float]]) -> None:
+        for pid, (role, seconds) in now.items():
+            # An exited process's command line reads empty until it is reaped: keep the
+            # role it had while it ran.
+            known = last.get(pid, (role, 0.0))[0]
+            last[pid] = (known if role == "other" else role, seconds)
+
+    def sample() -> None:
+        while not done.wait(0.5):
+            merge(cpu_by_pid())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        result = run(*args)
+    finally:
+        done.set()
+        sampler.join()
+    merge(cpu_by_pid())
+    totals: dict[str, float] = {}
+    for pid, (role, seconds) in last.items():
+        totals[role] = totals.get(role, 0.0) + seconds - before.get(pid, (role, 0.0))[1]
+    return result, totals
 
 
 def timed(owner, name: str, totals: dict, key: str) -> None:

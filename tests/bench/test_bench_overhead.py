@@ -19,4 +19,10 @@ def test_quick_mode_writes_the_overhead_table(tmp_path: Path) -> None:
     ray_row = next(line for line in table.splitlines() if "| Ray + MLflow |" in line)
     cells = [c.strip() for c in ray_row.split("|")[3:9]]
     assert all(float(c) >= 0 for c in cells), ray_row  # every part was measured
+    # Cores by process: the bare loop trains in the driver, the Ray run in its worker.
+    cores = table.split("Cores kept busy", 1)[1]
+    bare_cpu = next(line for line in cores.splitlines() if line.startswith("| quick | bare |"))
+    ray_cpu = next(line for line in cores.splitlines() if "| Ray + MLflow |" in line)
+    assert float(bare_cpu.split("|")[3]) > 0.3, bare_cpu  # driver
+    assert float(ray_cpu.split("|")[4]) > 0.3, ray_cpu  # Ray worker
     assert "Reporting training result" not in proc.stdout + proc.stderr
