@@ -48,7 +48,8 @@ ROLES = (
     ("GCS", "gcs_server"),
     ("dashboard", "dashboard"),
     ("log monitor", "log_monitor"),
-    ("other Ray", "ray"),
+    ("other Ray", "ray::"),
+    ("other Ray", "site-packages/ray/"),
 )
 
 
@@ -62,8 +63,8 @@ def cpu_by_pid() -> dict[int, tuple[str, float]]:
         times, cmd = proc.info["cpu_times"], " ".join(proc.info["cmdline"] or [])
         if times is None:
             continue
-        role = "driver" if proc.info["pid"] == me else "other"
-        role = next((name for name, key in ROLES if key in cmd), role)
+        role = next((name for name, key in ROLES if key in cmd), "other")
+        role = "driver" if proc.info["pid"] == me else role
         seen[proc.info["pid"]] = (role, times.user + times.system)
     return seen
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
 from pathlib import Path
 from typing import Any
 
@@ -168,11 +169,34 @@ def _start_tracking(
     return SearchTracking(uri, experiment_id, parent, search.name)
 
 
+def trial_history(result: Any) -> list[dict[str, Any]]:
+    """A trial's reports, oldest first (`result`: a `ray.tune.Result`).
+
+    A trial that had no record when its driver died reports to a renamed folder,
+    `trial_<id>_<4 hex>` (`tune.trainable`), after resuming from what it wrote to
+    `trial_<id>`: the reports of epochs before the first new one come from there.
+    """
+    df = result.metrics_dataframe
+    history = df.to_dict("records") if df is not None and len(df) else []
+    trial_id = (result.metrics or {}).get("trial_id")
+    folder = result.path.rstrip("/")
+    if not history or trial_id is None or posixpath.basename(folder) == trial_dirname(trial_id):
+        return history
+    old = posixpath.join(posixpath.dirname(folder), trial_dirname(trial_id), "result.json")
+    try:
+        with result.filesystem.open_input_stream(old) as stream:
+            lines = stream.read().decode().splitlines()
+    except (OSError, FileNotFoundError):
+        return history
+    first = min(int(r.get("epoch", 0)) for r in history)
+    earlier = [json.loads(line) for line in lines if line.strip()]
+    return [r for r in earlier if int(r.get("epoch", first)) < first] + history
+
+
 def _trial_rows(grid: Any, search: SearchConfig) -> list[dict[str, Any]]:
     rows = []
     for result in grid:
-        df = result.metrics_dataframe
-        history = df.to_dict("records") if df is not None and len(df) else []
+        history = trial_history(result)
         dice = [r[search.metric] for r in history if search.metric in r]
         best = (max(dice) if search.mode == "max" else min(dice)) if dice else None
         last = history[-1] if history else {}

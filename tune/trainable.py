@@ -62,16 +62,16 @@ def _fit_single_worker(
     # A restored or restarted trial continues, not restarts. `get_storage` (a Ray developer
     # API) says where Ray wrote this trial's checkpoints: a local folder or a bucket.
     ctx = ray.tune.get_context()
-    storage = ctx.get_storage()
+    storage, recorded = ctx.get_storage(), ray.tune.get_checkpoint()
+    folders = [storage.trial_fs_path]
+    if recorded is None:
+        # A trial first scheduled after the killed driver's last state save has no record:
+        # resumed on the same cluster, Ray finds the old driver's staging copy and names
+        # its folder `trial_<id>_<4 hex>`; what it wrote before is in `trial_<id>`.
+        parent = posixpath.dirname(storage.trial_fs_path)
+        folders.append(posixpath.join(parent, trial_dirname(ctx.get_trial_id())))
     resume = newest_state(
-        ray.tune.get_checkpoint(),
-        storage.storage_filesystem,
-        storage.trial_fs_path,
-        # A trial first scheduled after the killed driver's last state save has no folder
-        # on record: resumed on the same cluster, Ray finds the old driver's staging copy
-        # and names the folder `trial_<id>_<4 hex>`; its checkpoints are in `trial_<id>`.
-        posixpath.join(posixpath.dirname(storage.trial_fs_path), trial_dirname(ctx.get_trial_id())),
-        map_location=trial_device(cfg),
+        recorded, storage.storage_filesystem, *folders, map_location=trial_device(cfg)
     )
     if resume is not None and logger is not None:
         logger.mark_resumed(int(resume.state["epoch"]))

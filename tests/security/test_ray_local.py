@@ -85,7 +85,11 @@ def test_a_client_without_the_token_is_refused(local_ray) -> None:
         # The same client with the user's token (their token file) gets in.
         "right": _connect(info["address"], tmp, RAY_AUTH_MODE="token"),
     }
-    out = {name: (proc, *proc.communicate(timeout=120)) for name, proc in clients.items()}
+    try:
+        out = {name: (proc, *proc.communicate(timeout=120)) for name, proc in clients.items()}
+    finally:
+        for proc in clients.values():
+            proc.kill()  # a client stuck past its time-out is not left behind
     proc, stdout, stderr = out["wrong"]
     assert proc.returncode != 0 and "connected" not in stdout
     assert "AuthenticationError" in stderr

@@ -68,6 +68,37 @@ def test_a_trial_renamed_on_restore_finds_the_checkpoints_of_its_old_folder(
     assert newest_state(None, FS, renamed.as_posix(), old.as_posix()).state["epoch"] == 2
 
 
+def test_a_renamed_trials_history_starts_with_the_epochs_of_its_old_folder(
+    tmp_path: Path,
+) -> None:
+    # What the search's summary reads (`tune.runner.trial_history`): the renamed folder's
+    # reports start at the epoch the trial resumed from; the earlier ones are in the old.
+    import json
+
+    import pandas as pd
+    from ray.tune import Result
+
+    from tune.runner import trial_history
+
+    old, renamed = tmp_path / "trial_a1", tmp_path / "trial_a1_9f3c"
+    old.mkdir()
+    rows = [{"trial_id": "a1", "epoch": e, "val_dice": 0.1 * e} for e in range(3)]
+    (old / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    new = [{"trial_id": "a1", "epoch": e, "val_dice": 0.1 * e} for e in (2, 3)]
+    result = Result(
+        metrics=new[-1],
+        checkpoint=None,
+        error=None,
+        path=renamed.as_posix(),
+        metrics_dataframe=pd.DataFrame(new),
+        _storage_filesystem=FS,
+    )
+    assert [int(r["epoch"]) for r in trial_history(result)] == [0, 1, 2, 3]
+    # A trial in its own folder: its history as Tune has it.
+    result.path = old.as_posix()
+    assert [int(r["epoch"]) for r in trial_history(result)] == [2, 3]
+
+
 @pytest.mark.parametrize(
     "partial",
     [

@@ -41,6 +41,20 @@ def test_adaptive_search_takes_what_fits_or_no_cap_when_nothing_fits_yet() -> No
     assert max_concurrent(search, two, 16, {"CPU": 16, "GPU": 4}) == 2
 
 
+@pytest.mark.parametrize("alg", ["random", "grid"])
+def test_max_concurrent_caps_random_and_grid_searches(alg: str) -> None:
+    # Tune applies `max_concurrent_trials` to a Searcher only and ignores it (with a
+    # warning) for its variant generator: the cap has to be the generator's own.
+    from tune import algorithms
+    from tune.space import load_space
+
+    space = load_space("tune/spaces/hpo.yaml")
+    generator, _ = algorithms.build(_search(search_alg=alg, max_concurrent_trials=1), space)
+    assert generator.max_concurrent == 1
+    uncapped, _ = algorithms.build(_search(search_alg=alg), space)
+    assert uncapped.max_concurrent == 0  # Tune's "no cap"
+
+
 @pytest.mark.integration
 def test_state_file_round_trips_through_a_real_s3_endpoint() -> None:
     from tests.support.s3 import s3_server_in_env

@@ -88,6 +88,10 @@ def _group_alive(pgid: int) -> bool:
     """A process of the group still runs. Zombies do not count: `killpg(pgid, 0)` says
     yes while any is left, and where PID 1 reaps orphans late (containers) every stop
     waited out its whole grace period for processes that had already exited."""
+    try:
+        os.killpg(pgid, 0)  # no member at all: the common case, answered without a scan
+    except (ProcessLookupError, PermissionError):
+        return False
     for proc in psutil.process_iter(["status"]):
         with suppress(psutil.Error, OSError):
             if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
