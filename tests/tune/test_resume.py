@@ -120,8 +120,11 @@ def _uninterrupted_dice(project_dir: Path, trial_id: str, data: Path) -> float:
     from unet_core.engine import CHECKPOINT_FILE, load_checkpoint
     from unetflow.config import ExperimentConfig
 
-    trial_dir = project_dir / ".unetflow" / "tune" / NAME / f"trial_{trial_id}"
-    checkpoint = next(iter(sorted(trial_dir.glob(f"checkpoint_*/{CHECKPOINT_FILE}"))))
+    # Any of its checkpoints: a trial killed before its first one was written restarts
+    # in a renamed folder, `trial_<id>_<4 hex>` (seen: MLflow had its epoch 0, the
+    # checkpoint of that report was not yet written).
+    search = project_dir / ".unetflow" / "tune" / NAME
+    checkpoint = min(search.glob(f"trial_{trial_id}*/checkpoint_*/{CHECKPOINT_FILE}"))
     cfg = ExperimentConfig.model_validate_json(load_checkpoint(checkpoint)["config"])
     reports: list[dict] = []
     train_in_process(cfg, data, {}, lambda metrics, _: reports.append(metrics))
