@@ -51,6 +51,8 @@ ROLES = (
     ("other Ray", "ray::"),
     ("other Ray", "site-packages/ray/"),
 )
+# The table's columns: each role once, in ROLES' order.
+COLUMNS = ["driver", *dict.fromkeys(name for name, _ in ROLES), "other"]
 
 
 def cpu_by_pid() -> dict[int, tuple[str, float]]:
@@ -234,24 +236,22 @@ def row(name: str, epochs: int, a: dict, b: dict) -> str:
 
 def cpu_row(name: str, a: dict, cpu_a: dict, b: dict, cpu_b: dict) -> str:
     """Cores each role kept busy (CPU seconds / wall seconds of the run) in both runs."""
-    roles = ["driver", *(r for r, _ in ROLES), "other"]
     busy = lambda cpu, run, r: f"{cpu.get(r, 0.0) / run.get('wall', run['fit']):.2f}"  # noqa: E731
     return (
-        f"| {name.split(':')[0]} | bare | {' | '.join(busy(cpu_a, a, r) for r in roles)} |\n"
-        f"| | Ray + MLflow | {' | '.join(busy(cpu_b, b, r) for r in roles)} |"
+        f"| {name.split(':')[0]} | bare | {' | '.join(busy(cpu_a, a, r) for r in COLUMNS)} |\n"
+        f"| | Ray + MLflow | {' | '.join(busy(cpu_b, b, r) for r in COLUMNS)} |"
     )
 
 
 def cpu_table(rows: list[str]) -> str:
-    roles = ["driver", *(r for r, _ in ROLES), "other"]
     return "\n".join(
         [
             "",
             "Cores kept busy during each run, by process (CPU seconds / wall seconds, start-up "
             "included for Ray; the bare loop runs in the driver; Ray's processes run in both):",
             "",
-            f"| data | run | {' | '.join(roles)} |",
-            f"|---|---|{'---:|' * len(roles)}",
+            f"| data | run | {' | '.join(COLUMNS)} |",
+            f"|---|---|{'---:|' * len(COLUMNS)}",
             *rows,
             "",
         ]

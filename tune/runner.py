@@ -23,7 +23,7 @@ from tune.search_config import (
     storage_root,
 )
 from tune.space import SearchSpace, resolve_config
-from tune.trainable import train_trial, trial_dirname
+from tune.trainable import original_folder, train_trial, trial_dirname
 from unetflow import storage
 from unetflow.config import ExperimentConfig, tracked_params
 from unetflow.errors import UsageError
@@ -179,14 +179,15 @@ def trial_history(result: Any) -> list[dict[str, Any]]:
     df = result.metrics_dataframe
     history = df.to_dict("records") if df is not None and len(df) else []
     trial_id = (result.metrics or {}).get("trial_id")
-    folder = result.path.rstrip("/")
-    if not history or trial_id is None or posixpath.basename(folder) == trial_dirname(trial_id):
+    if not history or trial_id is None:
         return history
-    old = posixpath.join(posixpath.dirname(folder), trial_dirname(trial_id), "result.json")
+    old = original_folder(result.path, trial_id)
+    if old == result.path.rstrip("/"):
+        return history
     try:
-        with result.filesystem.open_input_stream(old) as stream:
+        with result.filesystem.open_input_stream(posixpath.join(old, "result.json")) as stream:
             lines = stream.read().decode().splitlines()
-    except (OSError, FileNotFoundError):
+    except OSError:  # not there, or not yet synced when the driver died
         return history
     first = min(int(r.get("epoch", 0)) for r in history)
     earlier = [json.loads(line) for line in lines if line.strip()]

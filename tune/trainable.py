@@ -64,12 +64,8 @@ def _fit_single_worker(
     ctx = ray.tune.get_context()
     storage, recorded = ctx.get_storage(), ray.tune.get_checkpoint()
     folders = [storage.trial_fs_path]
-    if recorded is None:
-        # A trial first scheduled after the killed driver's last state save has no record:
-        # resumed on the same cluster, Ray finds the old driver's staging copy and names
-        # its folder `trial_<id>_<4 hex>`; what it wrote before is in `trial_<id>`.
-        parent = posixpath.dirname(storage.trial_fs_path)
-        folders.append(posixpath.join(parent, trial_dirname(ctx.get_trial_id())))
+    if recorded is None:  # only a trial Tune has no record of can have been renamed
+        folders.append(original_folder(storage.trial_fs_path, ctx.get_trial_id()))
     resume = newest_state(
         recorded, storage.storage_filesystem, *folders, map_location=trial_device(cfg)
     )
@@ -103,6 +99,14 @@ def trial_dirname(trial_id: str) -> str:
     """A trial's folder in the search's storage (Tune's default names embed every sampled
     value: paths too long for some filesystems)."""
     return f"trial_{trial_id}"
+
+
+def original_folder(trial_path: str, trial_id: str) -> str:
+    """The folder a trial wrote to before a restore renamed it (`trial_path` itself if it
+    was not). A trial first scheduled after the killed driver's last state save has no
+    record: resumed on the same cluster, Ray finds the old driver's staging copy of
+    `trial_<id>` and names the folder `trial_<id>_<4 hex>`."""
+    return posixpath.join(posixpath.dirname(trial_path.rstrip("/")), trial_dirname(trial_id))
 
 
 def newest_state(
